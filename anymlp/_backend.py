@@ -1,0 +1,429 @@
+"""Which array library computes, on which device, and the only way across host and device.
+
+Layer 0. Nothing here knows about networks or scikit-learn. CuPy and torch are
+imported only when the user asks for them or hands us their arrays, so
+``import anymlp`` stays light (a test checks it).
+
+Every move of data from a device to the host goes through :func:`to_host`, so a
+test can count the crossings and catch a per-batch synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
+
+_PIP_HINTS = {
+    "cupy": "pip install 'anymlp[cuda12]' (or 'anymlp[cuda13]' for CUDA 13)",
+    "torch": "pip install 'anymlp[torch]'",
+    "array_api_strict": "pip install array-api-strict",
+}
+
+
+class BackendUnavailableError(ImportError, ValueError):
+    """The requested backend or device does not exist on this machine.
+
+    It is both an ImportError (a library is missing) and a ValueError (a bad
+    parameter value), so either ``except`` catches it.
+    """
+
+
+# --------------------------------------------------------------------------
+# Global configuration: estimator parameter > set_config/config_context > env > input.
+
+_config = threading.local()
+
+
+def _config_stack():
+    if not hasattr(_config, "stack"):
+        _config.stack = [{}]
+    return _config.stack
+
+
+def get_config() -> dict:
+    """The global backend choice: ``{"backend": ..., "device": ...}`` (None = follow the input)."""
+    current = {
+        "backend": os.environ.get("ANYMLP_BACKEND") or None,
+        "device": os.environ.get("ANYMLP_DEVICE") or None,
+    }
+    for layer in _config_stack():
+        current.update({k: v for k, v in layer.items() if v is not None})
+    return current
+
+
+def set_config(backend: str | None = None, device: str | None = None) -> None:
+    """Set the backend (and device) used for NumPy input by every estimator.
+
+    An estimator's own ``backend``/``device`` parameters win over this setting.
+    """
+    if backend is not None:
+        _check_backend_name(backend)
+    _config_stack()[0].update(backend=backend, device=device)
+
+
+@contextlib.contextmanager
+def config_context(*, backend: str | None = None, device: str | None = None):
+    """Temporarily choose the backend and device, like :func:`set_config`."""
+    if backend is not None:
+        _check_backend_name(backend)
+    stack = _config_stack()
+    stack.append({"backend": backend, "device": device})
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _check_backend_name(name):
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}.")
+
+
+# --------------------------------------------------------------------------
+# Namespaces
+
+
+def _import(name: str):
+    """Import an optional array library, or explain how to get it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend={name!r} was requested but {name} is not installed ({exc}). "
+            f"Install it with: {_PIP_HINTS.get(name, 'pip install ' + name)}"
+        ) from None
+
+
+def namespace_by_name(name: str):
+    """The array-API-compatible namespace for a backend name."""
+    _check_backend_name(name)
+    if name == "numpy":
+        return array_api_compat.array_namespace(np.empty(0))
+    if name == "array_api_strict":
+        return _import("array_api_strict")
+    module = _import(name)
+    if name == "cupy":
+        _check_cuda_for_cupy(module)
+    return array_api_compat.array_namespace(module.empty(0))
+
+
+def _check_cuda_for_cupy(cupy):
+    try:
+        usable = cupy.is_available()
+    except Exception:  # noqa: BLE001 - any driver failure means "not usable"
+        usable = False
+    if not usable:
+        raise BackendUnavailableError(
+            "backend='cupy' was requested but no CUDA device is usable: CuPy is "
+            "installed, but cupy.is_available() is False. Check the NVIDIA driver "
+            "(nvidia-smi) and CUDA_VISIBLE_DEVICES, or use backend='numpy'."
+        )
+
+
+def is_numpy_namespace(xp) -> bool:
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def backend_name(xp) -> str:
+    """The name under which :data:`BACKENDS` knows ``xp``."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return "numpy"
+    if array_api_compat.is_cupy_namespace(xp):
+        return "cupy"
+    if array_api_compat.is_torch_namespace(xp):
+        return "torch"
+    if array_api_compat.is_array_api_strict_namespace(xp):
+        return "array_api_strict"
+    return getattr(xp, "__name__", "unknown")
+
+
+def is_device_array(x) -> bool:
+    """True for arrays of a non-NumPy array-API library (torch, CuPy, strict...)."""
+    if x is None or isinstance(x, np.ndarray) or np.isscalar(x):
+        return False
+    if hasattr(x, "__array_namespace__") or array_api_compat.is_torch_array(x):
+        return not isinstance(x, np.generic)
+    return False
+
+
+def input_namespace(*arrays):
+    """Namespace and device of user arrays; NumPy for lists, pandas, sparse and NumPy.
+
+    Raises a plain ValueError when arrays come from different libraries or devices.
+    """
+    device_arrays = [a for a in arrays if is_device_array(a)]
+    host_given = any(a is not None and not is_device_array(a) for a in arrays)
+    if not device_arrays:
+        return namespace_by_name("numpy"), None
+    try:
+        xp = array_api_compat.array_namespace(*device_arrays)
+    except TypeError:
+        names = sorted({type(a).__module__.split(".")[0] for a in device_arrays})
+        raise ValueError(
+            f"X, y and sample_weight must come from one array library; got {', '.join(names)}. "
+            "Convert them to the same library first."
+        ) from None
+    devices = {repr(array_api_compat.device(a)) for a in device_arrays}
+    if len(devices) > 1:
+        raise ValueError(
+            f"X, y and sample_weight must be on the same device; got {', '.join(sorted(devices))}."
+        )
+    if host_given and len(device_arrays) != len([a for a in arrays if a is not None]):
+        # Mixing NumPy labels with device X is common and harmless (labels are tiny):
+        # the host arrays are moved to X's device.
+        pass
+    return xp, array_api_compat.device(device_arrays[0])
+
+
+# --------------------------------------------------------------------------
+# Devices
+
+
+def _parse_device(xp, device):
+    """Turn a user's device spelling into the namespace's device object."""
+    if device is None:
+        return None
+    name = backend_name(xp)
+    if name == "numpy":
+        if str(device) != "cpu":
+            raise BackendUnavailableError(
+                f"device={device!r} needs a GPU backend; NumPy only computes on 'cpu'. "
+                "Use backend='cupy' or backend='torch' with a CUDA device."
+            )
+        return "cpu"
+    if name == "torch":
+        return _torch_device(device)
+    if name == "cupy":
+        return _cupy_device(device)
+    if name == "array_api_strict" and isinstance(device, str):
+        return xp.Device(device)
+    return device
+
+
+def _torch_device(device):
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = dev.index or 0
+        if index >= count:
+            raise BackendUnavailableError(
+                f"device={str(device)!r} was requested but torch sees {count} CUDA "
+                f"device(s) (torch {torch.__version__}, CUDA build: {torch.version.cuda}). "
+                "Install a CUDA build of torch, check nvidia-smi and CUDA_VISIBLE_DEVICES, "
+                "or use device='cpu'."
+            )
+    return dev
+
+
+def _cupy_device(device):
+    import cupy
+
+    text = str(device)
+    if text == "cpu":
+        raise BackendUnavailableError("backend='cupy' computes on a CUDA device, not 'cpu'.")
+    index = int(text.split(":", 1)[1]) if ":" in text else 0
+    count = cupy.cuda.runtime.getDeviceCount()
+    if index >= count:
+        raise BackendUnavailableError(
+            f"device={text!r} was requested but CuPy sees {count} CUDA device(s)."
+        )
+    return cupy.cuda.Device(index)
+
+
+# --------------------------------------------------------------------------
+# Where computation happens
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The namespace and device one fit or predict computes on."""
+
+    xp: Any
+    device: Any
+
+    @property
+    def name(self) -> str:
+        return backend_name(self.xp)
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device if self.device is not None else 'cpu'}"
+
+
+def resolve_backend(*arrays, backend=None, device=None) -> Backend:
+    """Choose where to compute, from the estimator's parameters, the config and the input.
+
+    Order: the estimator's ``backend``/``device`` > :func:`set_config`/env > the
+    input's own namespace. ``device="cuda..."`` alone picks CuPy when it is
+    installed and torch otherwise.
+    """
+    config = get_config()
+    if backend is None and device is None:
+        backend, device = config["backend"], config["device"]
+    input_xp, input_device = input_namespace(*arrays)
+    if backend is None and device is not None and is_numpy_namespace(input_xp):
+        backend = _backend_for_device(device)
+    if backend is None:
+        if device is None:
+            return Backend(input_xp, input_device)
+        return Backend(input_xp, _parse_device(input_xp, device))
+    xp = namespace_by_name(backend)
+    if xp is input_xp or backend_name(xp) == backend_name(input_xp):
+        if device is None:
+            return Backend(input_xp, input_device)
+    return Backend(xp, _parse_device(xp, device) if device is not None else _default_device(xp))
+
+
+def _backend_for_device(device) -> str:
+    text = str(device)
+    if text == "cpu":
+        return "numpy"
+    if text.startswith("cuda"):
+        try:
+            importlib.import_module("cupy")
+            return "cupy"
+        except ImportError:
+            pass
+        try:
+            importlib.import_module("torch")
+            return "torch"
+        except ImportError:
+            raise BackendUnavailableError(
+                f"device={text!r} needs CuPy or a CUDA build of torch, and neither is "
+                f"installed. Install one: {_PIP_HINTS['cupy']}, or {_PIP_HINTS['torch']}."
+            ) from None
+    if text.startswith("device") or text == "CPU_DEVICE":
+        return "array_api_strict"
+    return "torch"  # mps, xpu, ...: torch's device strings
+
+
+def _default_device(xp):
+    name = backend_name(xp)
+    if name == "cupy":
+        import cupy
+
+        return cupy.cuda.Device()
+    if name == "torch":
+        import torch
+
+        return torch.device("cpu")
+    if name == "array_api_strict":
+        return xp.Device("CPU_DEVICE")
+    return None
+
+
+def float_dtype(xp, device, dtype=None):
+    """``dtype`` if given, else the widest float the device supports."""
+    if dtype is not None:
+        return dtype
+    try:
+        dtypes = xp.__array_namespace_info__().dtypes(device=device, kind="real floating")
+        return dtypes.get("float64", xp.float32)
+    except (AttributeError, TypeError):
+        return xp.float64
+
+
+# --------------------------------------------------------------------------
+# Crossings
+
+
+def to_host(x) -> np.ndarray:
+    """Copy a device array to a NumPy array (a no-op for NumPy). Counted by tests."""
+    if x is None or isinstance(x, (np.ndarray, np.generic)):
+        return x
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
+        xp = array_api_compat.array_namespace(x)
+        return np.from_dlpack(x.to_device(xp.Device("CPU_DEVICE")))
+    return np.from_dlpack(x)
+
+
+def to_device(x, backend: Backend, dtype=None):
+    """Move (and maybe cast) one array to ``backend``; a no-op when it is already there."""
+    if x is None:
+        return None
+    xp, device = backend.xp, backend.device
+    if is_device_array(x) and backend_name(array_api_compat.array_namespace(x)) != backend.name:
+        x = to_host(x)  # between two device libraries: go through the host once
+    if isinstance(x, np.ndarray) and not is_numpy_namespace(xp):
+        x = xp.asarray(x, device=device)
+    elif device is not None and not is_numpy_namespace(xp) and not _same_device(x, device):
+        x = array_api_compat.to_device(x, device)
+    if dtype is not None and x.dtype != dtype:
+        x = xp.astype(x, dtype)
+    return x
+
+
+def _same_device(x, device) -> bool:
+    return repr(array_api_compat.device(x)) == repr(device)
+
+
+def to_namespace_of(x, like_xp, like_device):
+    """Bring a result back to the namespace and device the user passed in."""
+    if is_numpy_namespace(like_xp):
+        return to_host(x)
+    return to_device(x, Backend(like_xp, like_device))
+
+
+def device_of(x):
+    return array_api_compat.device(x)
+
+
+# --------------------------------------------------------------------------
+# What is installed (for ``python -m anymlp info``)
+
+
+def available_backends() -> dict:
+    """Installed array libraries and their versions (None when missing), without importing them twice."""
+    from importlib import metadata
+
+    found = {}
+    for name, dist in [("numpy", "numpy"), ("cupy", None), ("torch", "torch"), ("array_api_strict", "array-api-strict")]:
+        dists = [dist] if dist else ["cupy-cuda12x", "cupy-cuda13x", "cupy"]
+        found[name] = None
+        for candidate in dists:
+            try:
+                found[name] = metadata.version(candidate)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return found
+
+
+def gpu_info() -> list[dict]:
+    """Usable CUDA GPUs as ``{"name", "memory_bytes", "library"}``; empty without one."""
+    gpus = []
+    if available_backends()["cupy"]:
+        try:
+            import cupy
+
+            for index in range(cupy.cuda.runtime.getDeviceCount()):
+                props = cupy.cuda.runtime.getDeviceProperties(index)
+                gpus.append({"name": props["name"].decode(), "memory_bytes": props["totalGlobalMem"], "library": "cupy"})
+            return gpus
+        except Exception:  # noqa: BLE001 - no driver, no device: report none
+            gpus = []
+    if "torch" in sys.modules or available_backends()["torch"]:
+        try:
+            import torch
+
+            for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+                props = torch.cuda.get_device_properties(index)
+                gpus.append({"name": props.name, "memory_bytes": props.total_memory, "library": "torch"})
+        except Exception:  # noqa: BLE001
+            pass
+    return gpus

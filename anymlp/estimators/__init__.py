@@ -1,0 +1,6 @@
+"""The scikit-learn estimators."""
+
+from anymlp.estimators.classifier import MLPClassifier
+from anymlp.estimators.regressor import MLPRegressor
+
+__all__ = ["MLPClassifier", "MLPRegressor"]

@@ -1,0 +1,120 @@
+"""Input checks for device arrays, with scikit-learn's messages.
+
+Host input (NumPy, lists, pandas, scipy sparse) goes through scikit-learn's own
+``validate_data``. Arrays of another library stay on their device: these checks
+look at shape and dtype for free and read back one boolean for NaN/inf, once
+per call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import _check_sample_weight
+
+from anymlp._backend import backend_name, device_of, input_namespace, is_device_array, to_host
+
+
+def check_same_library(X, *others, names=("y", "sample_weight")):
+    """X decides the namespace; device ``y``/``sample_weight`` must match it.
+
+    Host arrays (NumPy, lists, pandas) beside device X are fine: labels are
+    small and get moved. A device array beside host X, or two device
+    libraries or devices, is a mistake worth a clear message.
+    """
+    x_is_device = is_device_array(X)
+    for name, other in zip(names, others):
+        if not is_device_array(other):
+            continue
+        if not x_is_device:
+            raise ValueError(
+                f"X is a host array (NumPy/list/DataFrame) but {name} is a "
+                f"{type(other).__module__.split('.')[0]} array. Pass X and {name} "
+                "from the same array library."
+            )
+        input_namespace(X, other)  # raises on library or device mismatch
+
+
+def check_device_X(X, *, xp, estimator, reset: bool, what="X"):
+    """Shape, dtype and finiteness checks for X held by a non-NumPy library."""
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D array for {what}, got a {X.ndim}D array of shape {tuple(X.shape)} "
+            "instead. Reshape your data either using X.reshape(-1, 1) if your data has a "
+            "single feature or X.reshape(1, -1) if it contains a single sample."
+        )
+    n_samples, n_features = X.shape
+    if n_samples < 1:
+        raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
+    if n_features < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
+    X = _as_float(X, xp=xp, what=what)
+    check_finite(X, xp=xp, what=what)
+    if reset:
+        estimator.n_features_in_ = n_features
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif n_features != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input."
+        )
+    return X
+
+
+def _as_float(a, *, xp, what):
+    if xp.isdtype(a.dtype, "real floating"):
+        return a
+    if xp.isdtype(a.dtype, ("integral", "bool")):
+        from anymlp._backend import float_dtype
+
+        return xp.astype(a, float_dtype(xp, device_of(a)))
+    raise ValueError(f"{what} must hold real numbers; got dtype {a.dtype} ({backend_name(xp)}).")
+
+
+def check_finite(a, *, xp, what):
+    """One boolean read: is every value finite?"""
+    if not bool(to_host(xp.all(xp.isfinite(a)))):
+        has_nan = bool(to_host(xp.any(xp.isnan(a))))
+        raise ValueError(f"Input {what} contains {'NaN' if has_nan else 'infinity'}.")
+
+
+def check_device_target(y, n_samples, *, xp):
+    """A regression target held by a non-NumPy library: 1-D or 2-D, numeric, finite."""
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be 1D or 2D; got shape {tuple(y.shape)}.")
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{n_samples}, {y.shape[0]}]"
+        )
+    y = _as_float(y, xp=xp, what="y")
+    check_finite(y, xp=xp, what="y")
+    return y
+
+
+def check_sample_weight(sample_weight, X, *, xp=None):
+    """scikit-learn's checks (1-D, length, all-zero) plus finite and non-negative.
+
+    Returns a host NumPy float64 array for host weights, or the device array
+    for device weights, or None.
+    """
+    if sample_weight is None:
+        return None
+    if is_device_array(sample_weight):
+        sw = _as_float(sample_weight, xp=xp, what="sample_weight")
+        if sw.ndim != 1 or sw.shape[0] != X.shape[0]:
+            raise ValueError(f"sample_weight.shape == {tuple(sw.shape)}, expected ({X.shape[0]},)!")
+        check_finite(sw, xp=xp, what="sample_weight")
+        host_summary = to_host(xp.stack([xp.min(sw), xp.max(sw)]))
+        _check_weight_values(*host_summary)
+        return sw
+    sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if not np.all(np.isfinite(sw)):
+        raise ValueError("Input sample_weight contains NaN or infinity.")
+    return sw
+
+
+def _check_weight_values(smallest, largest):
+    if smallest < 0:
+        raise ValueError("Negative values in data passed to `sample_weight`.")
+    if largest == 0:
+        raise ValueError("Sample weights must contain at least one non-zero number.")

@@ -1,0 +1,446 @@
+"""What MLPClassifier and MLPRegressor share: scikit-learn's contract around the math.
+
+The estimator validates, encodes labels, picks the backend, moves data once,
+and hands the numbers to :mod:`anymlp.training`. It keeps the parameters as one
+flat vector ``_theta`` on the compute device; ``coefs_`` and ``intercepts_``
+are views of it, returned in the namespace of the data the user passed in.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from anymlp import __version__
+from anymlp._backend import (
+    BACKENDS,
+    Backend,
+    backend_name,
+    input_namespace,
+    is_device_array,
+    is_numpy_namespace,
+    namespace_by_name,
+    resolve_backend,
+    to_device,
+    to_host,
+    to_namespace_of,
+)
+from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight
+from anymlp.exceptions import IncompatibleModelError
+from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
+from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
+from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+# predict/predict_proba work through X in chunks whose activations take at most this much.
+PREDICT_CHUNK_BYTES = 64 * 2**20
+
+# Pickles record the format; loading refuses formats this version cannot read.
+_PICKLE_FORMAT = 1
+
+
+class BaseMLP(BaseEstimator):
+    """Shared machinery; use :class:`MLPClassifier` or :class:`MLPRegressor`."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "backend": [StrOptions(set(BACKENDS)), None],
+        "device": "no_validation",
+        "callbacks": [list, tuple, None],
+    }
+
+    # ------------------------------------------------------------------ fitted parameters
+
+    @property
+    def coefs_(self):
+        """Weight matrices ``(fan_in, fan_out)``, in the namespace of the fit input."""
+        return self._public_params()[0]
+
+    @coefs_.setter
+    def coefs_(self, coefs):
+        self._set_public_params(coefs, self.intercepts_)
+
+    @property
+    def intercepts_(self):
+        """Bias vectors ``(fan_out,)``, in the namespace of the fit input."""
+        return self._public_params()[1]
+
+    @intercepts_.setter
+    def intercepts_(self, intercepts):
+        self._set_public_params(self.coefs_, intercepts)
+
+    def _public_params(self):
+        if not hasattr(self, "_theta"):
+            raise AttributeError(f"{type(self).__name__} has no coefs_ before fit.")
+        xp = self._backend.xp
+        coefs, intercepts = unpack(self._theta, self._arch.layout, xp=xp)
+        out_xp, out_device = self._output_namespace
+        convert = lambda a: to_namespace_of(a, out_xp, out_device)  # noqa: E731
+        return [convert(c) for c in coefs], [convert(b) for b in intercepts]
+
+    def _set_public_params(self, coefs, intercepts):
+        xp = self._backend.xp
+        flat = [xp.reshape(to_device(a, self._backend, self._theta.dtype), (-1,)) for a in list(coefs) + list(intercepts)]
+        self._theta = xp.concat(flat)
+        self._predict_cache = None
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            NumPy, pandas, scipy sparse (NumPy path), or any array-API array
+            (CuPy, torch, ...), which is computed on where it lives.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic optimizers. "
+                "%s is not stochastic." % self.solver
+            )
+        return True
+
+    def _hidden_layer_sizes(self) -> list[int]:
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if np.any(np.array(sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        return [int(s) for s in sizes]
+
+    def _fit(self, X, y, sample_weight, incremental):
+        hidden = self._hidden_layer_sizes()
+        first_pass = not hasattr(self, "_theta") or (not self.warm_start and not incremental)
+        check_same_library(X, y, sample_weight)
+        if self.early_stopping and self.solver in _STOCHASTIC_SOLVERS:
+            if incremental:
+                raise ValueError("partial_fit does not support early_stopping=True")
+            if self.validation_fraction <= 0:
+                raise ValueError("early_stopping=True needs validation_fraction > 0; got 0.")
+        backend = resolve_backend(X, backend=self.backend, device=self.device)
+        X, Y, y_host = self._validate_fit_data(X, y, backend, incremental, reset=first_pass)
+        sample_weight = check_sample_weight(sample_weight, X, xp=_namespace_of(X))
+        self._random_state = check_random_state(self.random_state)
+        n_outputs = Y.shape[1]
+        if first_pass:
+            self._initialize(X.shape[1], hidden, n_outputs, _dtype_of(X), backend)
+        elif n_outputs != self.n_outputs_:
+            raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
+        self._move_state_to(backend)
+        self._output_namespace = input_namespace(X if is_device_array(X) else None)
+        dtype = self._theta.dtype
+        data = TrainingData(
+            X=self._to_compute(X, dtype),
+            Y=to_device(Y, backend, dtype),
+            sample_weight=to_device(sample_weight, backend, dtype),
+        )
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(data, y_host, incremental)
+        else:
+            self._fit_lbfgs(data)
+        self._predict_cache = None
+        self._check_finite_params()
+        return self
+
+    def _to_compute(self, X, dtype):
+        if sp.issparse(X):
+            if not is_numpy_namespace(self._backend.xp):
+                raise TypeError(
+                    "Sparse X is supported on the NumPy backend only; pass a dense array "
+                    f"to compute on {self._backend.name}."
+                )
+            return X.tocsr().astype(_host_dtype(dtype), copy=False)
+        return to_device(X, self._backend, dtype)
+
+    def _validate_fit_data(self, X, y, backend, incremental, reset):
+        """Validated X (host or device), the encoded target Y (n, n_outputs) and host y."""
+        if is_device_array(X):
+            xp = _namespace_of(X)
+            X = check_device_X(X, xp=xp, estimator=self, reset=reset)
+            y = self._validate_device_target(y, X.shape[0], xp=xp)
+        else:
+            X, y = validate_data(
+                self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                y_numeric=not self._is_classifier, dtype=(np.float64, np.float32), reset=reset,
+            )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True) if isinstance(y, np.ndarray) else y[:, 0]
+        return X, *self._encode_target(y, incremental)
+
+    def _initialize(self, n_features, hidden, n_outputs, dtype, backend: Backend):
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(hidden) + 2
+        self.out_activation_ = self._output_activation()
+        self._arch = Architecture(Layout((n_features, *hidden, n_outputs)), self.activation, self._loss_name())
+        theta = glorot_uniform(self._arch.layout, self.activation, self._random_state, _host_dtype(dtype))
+        self._backend = backend
+        self._theta = to_device(theta, backend)
+        self._history = History(early_stopping=self.early_stopping) if self.solver in _STOCHASTIC_SOLVERS else None
+        for name in ("_optimizer",):
+            self.__dict__.pop(name, None)
+        self.n_iter_, self.t_ = 0, 0
+
+    def _move_state_to(self, backend: Backend):
+        """Warm starts and unpickled models continue on this fit's backend."""
+        self._backend = backend
+        move = lambda a: to_device(a, backend)  # noqa: E731
+        self._theta = move(self._theta)
+        if getattr(self, "_history", None) is not None and self._history.best_theta is not None:
+            self._history.best_theta = move(self._history.best_theta)
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is not None:
+            optimizer.map_arrays(move)
+            if isinstance(optimizer, AdamOptimizer):
+                optimizer.set_namespace(backend.xp)
+
+    def _objective(self):
+        xp, arch = self._backend.xp, self._arch
+        alpha_mask = self._alpha_mask()
+        return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha_mask, xp=xp)
+
+    def _alpha_mask(self):
+        layout = self._arch.layout
+        mask = np.zeros(layout.n_params, dtype=_host_dtype(self._theta.dtype))
+        mask[: layout.n_coef] = self.alpha
+        return to_device(mask, self._backend)
+
+    def _fit_lbfgs(self, data: TrainingData):
+        objective = self._objective()
+        self._theta, self.n_iter_, self.loss_ = fit_lbfgs(
+            self._theta, lambda theta: objective(theta, data.X, data.Y, data.sample_weight),
+            xp=self._backend.xp, to_device=lambda a: to_device(a, self._backend),
+            max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
+            callbacks=self.callbacks, estimator=self,
+        )
+        self.t_ = 0
+        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
+            self.__dict__.pop(name, None)
+
+    def _make_optimizer(self):
+        xp, theta = self._backend.xp, self._theta
+        if self.solver == "sgd":
+            return SGDOptimizer(theta, xp=xp, learning_rate_init=self.learning_rate_init,
+                                lr_schedule=self.learning_rate, momentum=self.momentum,
+                                nesterov=self.nesterovs_momentum, power_t=self.power_t)
+        return AdamOptimizer(theta, xp=xp, learning_rate_init=self.learning_rate_init,
+                             beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+
+    def _fit_stochastic(self, data: TrainingData, y_host, incremental):
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = self._make_optimizer()
+        if self._history is None:  # a stochastic warm start after an L-BFGS fit
+            self._history = History(early_stopping=self.early_stopping)
+        train, validation_score = data, None
+        if self.early_stopping:
+            train, validation_score = self._split_for_early_stopping(data, y_host)
+        settings = LoopSettings(
+            max_iter=self.max_iter, batch_size=self._batch_size(train.n_samples), shuffle=self.shuffle,
+            tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
+            incremental=incremental,
+        )
+        try:
+            self._theta = fit_stochastic(
+                self._theta, train, self._objective(), self._optimizer, self._history, settings,
+                xp=self._backend.xp, random_state=self._random_state,
+                to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
+                callbacks=self.callbacks, estimator=self,
+            )
+        finally:
+            self._publish_history()
+
+    def _publish_history(self):
+        h = self._history
+        self.n_iter_, self.t_, self.loss_ = h.n_iter, h.t, h.loss
+        self.loss_curve_ = h.loss_curve
+        self.best_loss_ = h.best_loss
+        self.validation_scores_ = h.validation_scores
+        self.best_validation_score_ = h.best_validation_score
+        self._no_improvement_count = h.no_improvement_count
+
+    def _batch_size(self, n_samples: int) -> int:
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
+            )
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _split_for_early_stopping(self, data: TrainingData, y_host):
+        """Training rows on the device, and a host-side scorer for the held-out rows."""
+        stratify = self._stratify_labels(y_host)
+        train_idx, val_idx = split_validation(
+            data.n_samples, self.validation_fraction, self._random_state, stratify=stratify
+        )
+        take = lambda a, idx: None if a is None else _take_rows(a, idx, self._backend)  # noqa: E731
+        train = TrainingData(take(data.X, train_idx), take(data.Y, train_idx), take(data.sample_weight, train_idx))
+        X_val = take(data.X, val_idx)
+        y_val = self._validation_target(y_host, val_idx)
+        sw_val = None if data.sample_weight is None else to_host(take(data.sample_weight, val_idx))
+
+        def validation_score(theta):
+            return self._score_predictions(y_val, self._predict_host(theta, X_val), sw_val)
+
+        return train, validation_score
+
+    def _check_finite_params(self):
+        xp = self._backend.xp
+        if not bool(to_host(xp.all(xp.isfinite(self._theta)))):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed."
+            )
+
+    # ------------------------------------------------------------------ prediction
+
+    def _validate_predict_X(self, X):
+        """(X on the compute backend, backend, namespace/device to answer in)."""
+        check_is_fitted(self)
+        out = input_namespace(X if is_device_array(X) else None)
+        if is_device_array(X):
+            X = check_device_X(X, xp=_namespace_of(X), estimator=self, reset=False)
+        else:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+        backend = resolve_backend(X, backend=self.backend, device=self.device)
+        theta = self._theta_on(backend)
+        if sp.issparse(X) and not is_numpy_namespace(backend.xp):
+            X = X.toarray()
+        X = X.tocsr().astype(_host_dtype(theta.dtype)) if sp.issparse(X) else to_device(X, backend, theta.dtype)
+        return X, backend, theta, out
+
+    def _theta_on(self, backend: Backend):
+        """The parameters on ``backend``, converted once and cached."""
+        if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
+            return self._theta
+        key = (backend.name, repr(backend.device))
+        cache = getattr(self, "_predict_cache", None)
+        if cache is None or cache[0] != key:
+            self._predict_cache = (key, to_device(self._theta, backend))
+        return self._predict_cache[1]
+
+    def _forward(self, X, theta, xp):
+        """Output-layer activations ``(n, n_outputs)``, computed in bounded chunks."""
+        n = X.shape[0]
+        width = max(self._arch.layout.units) + sum(self._arch.layout.units[1:])
+        itemsize = 4 if "float32" in str(theta.dtype) else 8
+        rows = max(1, PREDICT_CHUNK_BYTES // (width * itemsize))
+        if n <= rows:
+            return forward(theta, X, self._arch, xp=xp, keep=False)
+        parts = [forward(theta, X[i : i + rows], self._arch, xp=xp, keep=False) for i in range(0, n, rows)]
+        return xp.concat(parts, axis=0)
+
+    def _predict_host(self, theta, X):
+        """Predictions for the early-stopping scorer, as host labels/values."""
+        xp = self._backend.xp
+        return to_host(self._outputs_to_predictions(self._forward(X, theta, xp), xp))
+
+    # ------------------------------------------------------------------ persistence
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("_theta",):
+            if name in state:
+                state[name] = to_host(state[name])
+        if state.get("_history") is not None:
+            history = state["_history"] = copy.copy(state["_history"])
+            history.best_theta = to_host(history.best_theta)
+        if state.get("_optimizer") is not None:
+            optimizer = state["_optimizer"] = copy.copy(state["_optimizer"])
+            optimizer.map_arrays(to_host)
+            if isinstance(optimizer, AdamOptimizer):
+                optimizer.set_namespace(None)
+        state.pop("_predict_cache", None)
+        if "_backend" in state:
+            state["_backend"] = backend_name(state["_backend"].xp)
+        if "_output_namespace" in state:
+            state["_output_namespace"] = "numpy"
+        state["_anymlp_version"] = __version__
+        state["_anymlp_pickle_format"] = _PICKLE_FORMAT
+        return state
+
+    def __setstate__(self, state):
+        fmt = state.pop("_anymlp_pickle_format", None)
+        version = state.get("_anymlp_version", "unknown")
+        if fmt is not None and fmt > _PICKLE_FORMAT:
+            raise IncompatibleModelError(
+                f"This model was saved by anymlp {version} (pickle format {fmt}); anymlp "
+                f"{__version__} reads format {_PICKLE_FORMAT} and older. Upgrade anymlp to load it."
+            )
+        if "_backend" in state:
+            # Saved arrays are NumPy: the model loads anywhere and moves on first use.
+            state["_backend"] = Backend(namespace_by_name("numpy"), None)
+            state["_output_namespace"] = input_namespace()
+        if state.get("_optimizer") is not None and isinstance(state["_optimizer"], AdamOptimizer):
+            state["_optimizer"].set_namespace(namespace_by_name("numpy"))
+        self.__dict__.update(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _namespace_of(X):
+    return input_namespace(X if is_device_array(X) else None)[0]
+
+
+def _dtype_of(X):
+    return X.dtype
+
+
+def _host_dtype(dtype):
+    return np.float32 if "float32" in str(dtype) else np.float64
+
+
+def _take_rows(a, idx, backend: Backend):
+    if sp.issparse(a):
+        return a[idx]
+    xp = backend.xp
+    return xp.take(a, to_device(idx, backend), axis=0)
+
+
+def host_copy(a):
+    """Device arrays to NumPy; anything else (lists, NumPy, None) unchanged."""
+    return to_host(a) if is_device_array(a) else a

@@ -1,0 +1,216 @@
+"""MLPClassifier: scikit-learn's classifier, computed on any array namespace."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.validation import check_array, check_consistent_length
+
+from anymlp._backend import device_of, to_host, to_namespace_of
+from anymlp.estimators.base import BaseMLP, host_copy
+
+
+class MLPClassifier(ClassifierMixin, BaseMLP):
+    """Multi-layer perceptron classifier, scikit-learn's ``MLPClassifier`` on any backend.
+
+    Parameters are those of ``sklearn.neural_network.MLPClassifier`` 1.9.1,
+    with the same defaults and order, plus:
+
+    backend : {"numpy", "cupy", "torch", "array_api_strict"} or None, default=None
+        Where to compute. None follows :func:`anymlp.set_config`, then the input.
+    device : str or None, default=None
+        Device for the backend, e.g. ``"cuda:1"`` or ``"cpu"``.
+    callbacks : list or None, default=None
+        Objects with ``on_epoch_end``-style hooks (:class:`anymlp.Callback`).
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        backend=None,
+        device=None,
+        callbacks=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.device = device
+        self.callbacks = callbacks
+
+    _is_classifier = True
+    loss = "log_loss"  # scikit-learn exposes it as an attribute, not a parameter
+
+    def _loss_name(self) -> str:
+        return "log_loss" if self._label_binarizer.y_type_ == "multiclass" else "binary_log_loss"
+
+    def _output_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    # ------------------------------------------------------------------ targets
+
+    def _validate_device_target(self, y, n_samples, *, xp):
+        y = check_array(to_host(y), ensure_2d=False, dtype=None)
+        check_consistent_length(np.empty(n_samples), y)
+        return y
+
+    def _encode_target(self, y, incremental):
+        """Binarize labels on the host: ``(Y float (n, n_outputs), y)``."""
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            self._check_known_classes(y)
+        Y = self._label_binarizer.transform(y).astype(bool)
+        return Y.astype(np.float64), y
+
+    def _check_known_classes(self, y):
+        classes = unique_labels(y)
+        if self.warm_start:
+            if set(classes) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, `y` has {classes}"
+                )
+        elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+            raise ValueError(
+                "`y` has classes not in `self.classes_`. "
+                f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+            )
+
+    def _stratify_labels(self, y_host):
+        # scikit-learn stratifies only single-output (binary) problems.
+        if self.n_outputs_ != 1:
+            return None
+        return self._label_binarizer.transform(y_host).astype(bool)
+
+    def _validation_target(self, y_host, data, val_idx):
+        return np.asarray(y_host)[val_idx]
+
+    def _score_predictions(self, y_true, y_pred, sample_weight):
+        return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
+
+    # ------------------------------------------------------------------ prediction
+
+    def _outputs_to_predictions(self, P, xp):
+        """Class codes (n,) or the multilabel indicator (n, n_labels), on P's device."""
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            return xp.astype(P > 0.5, xp.int64)
+        if self.n_outputs_ == 1:
+            if len(self.classes_) == 1:
+                return xp.zeros(P.shape[0], dtype=xp.int64, device=device_of(P))
+            return xp.astype(P[:, 0] > 0.5, xp.int64)
+        return xp.argmax(P, axis=1)
+
+    def _decode_host(self, codes):
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            return codes
+        return self.classes_[codes]
+
+    def _predict_host(self, theta, X):
+        return self._decode_host(super()._predict_host(theta, X))
+
+    def predict(self, X):
+        """Predicted labels (n,), or the indicator matrix for multilabel problems.
+
+        Numeric labels come back in X's namespace and on its device; string
+        labels come back as NumPy (no array library on a GPU holds strings).
+        """
+        X, backend, theta, (out_xp, out_device) = self._validate_predict_X(X)
+        xp = backend.xp
+        codes = self._outputs_to_predictions(self._forward(X, theta, xp), xp)
+        if self._label_binarizer.y_type_ != "multilabel-indicator" and self.classes_.dtype.kind in "iufb":
+            classes = to_namespace_of(np.asarray(self.classes_), xp, backend.device)
+            return to_namespace_of(xp.take(classes, codes, axis=0), out_xp, out_device)
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            return to_namespace_of(codes, out_xp, out_device)
+        return self._decode_host(to_host(codes))
+
+    def _proba(self, X, transform=None):
+        X, backend, theta, (out_xp, out_device) = self._validate_predict_X(X)
+        xp = backend.xp
+        P = self._forward(X, theta, xp)
+        if self.n_outputs_ == 1:
+            P = xp.stack([1 - P[:, 0], P[:, 0]], axis=1)
+        if transform is not None:
+            P = transform(P, xp)
+        return to_namespace_of(P, out_xp, out_device)
+
+    def predict_proba(self, X):
+        """Class probabilities (n, n_classes) in X's namespace; binary stacks ``1-p, p``."""
+        return self._proba(X)
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``; may hold ``-inf`` as in scikit-learn."""
+        with np.errstate(divide="ignore"):
+            return self._proba(X, transform=lambda P, xp: xp.log(P))
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy (subset accuracy for multilabel), as a Python float."""
+        y_pred = host_copy(self.predict(X))
+        return float(accuracy_score(host_copy(y), y_pred, sample_weight=host_copy(sample_weight)))
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y); ``classes`` is required on the first call."""
+        self._validate_params()
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(host_copy(y)).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags

@@ -1,0 +1,68 @@
+"""Activation functions and their derivatives, keyed by scikit-learn's names.
+
+Derivatives are written in terms of the layer's *output* ``Z`` (as scikit-learn
+does), so the backward pass needs no pre-activation values. All functions are
+out-of-place: the user's arrays and the stored activations are never modified.
+"""
+
+
+def identity(z, *, xp):
+    return z
+
+
+def logistic(z, *, xp):
+    # exp(-|z|) never overflows, so no warning and no inf for large |z|.
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def tanh(z, *, xp):
+    return xp.tanh(z)
+
+
+def relu(z, *, xp):
+    return xp.maximum(z, 0.0)
+
+
+def softmax(z, *, xp):
+    e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+    return e / xp.sum(e, axis=1, keepdims=True)
+
+
+def exp(z, *, xp):
+    return xp.exp(z)
+
+
+ACTIVATIONS = {
+    "identity": identity,
+    "logistic": logistic,
+    "tanh": tanh,
+    "relu": relu,
+    "softmax": softmax,
+    "exp": exp,
+}
+
+
+def identity_derivative(z, delta, *, xp):
+    return delta
+
+
+def logistic_derivative(z, delta, *, xp):
+    return delta * z * (1 - z)
+
+
+def tanh_derivative(z, delta, *, xp):
+    return delta * (1 - z**2)
+
+
+def relu_derivative(z, delta, *, xp):
+    # where, not boolean-mask assignment: works on every namespace, no host sync.
+    return xp.where(z == 0, 0.0, delta)
+
+
+DERIVATIVES = {
+    "identity": identity_derivative,
+    "logistic": logistic_derivative,
+    "tanh": tanh_derivative,
+    "relu": relu_derivative,
+}

@@ -1,0 +1,68 @@
+"""Losses as 0-d device arrays, averaged over samples and summed over outputs.
+
+Every loss here pairs with its canonical output activation, so the gradient
+with respect to the output layer's pre-activation is ``P - Y`` for all of them
+(see :func:`anymlp.nn.network.loss_and_grad`).
+
+Squared error is *summed* over outputs, not averaged as in scikit-learn 1.9.1:
+scikit-learn's gradient belongs to the sum (its issue #8349), so with the mean
+its L-BFGS saw a loss and a gradient of two different functions. For one
+output the two agree.
+"""
+
+
+def _average(values, sample_weight, sw_sum, *, xp):
+    """Weighted mean over samples (axis 0), one value per output."""
+    if sample_weight is None:
+        return xp.mean(values, axis=0)
+    return xp.sum(values * sample_weight[:, None], axis=0) / sw_sum
+
+
+def _xlogy(y, ratio, *, xp):
+    """``y * log(ratio)`` with 0 where ``y == 0``, without evaluating log(0)."""
+    safe = xp.where(y == 0, 1.0, ratio)
+    return xp.where(y == 0, 0.0, y * xp.log(safe))
+
+
+def squared_error(Y, P, sample_weight, sw_sum, *, xp):
+    return 0.5 * xp.sum(_average((Y - P) ** 2, sample_weight, sw_sum, xp=xp))
+
+
+def poisson(Y, P, sample_weight, sw_sum, *, xp):
+    safe_p = xp.where(Y == 0, 1.0, P)
+    deviance = _xlogy(Y, Y / safe_p, xp=xp) - Y + P
+    return xp.sum(_average(deviance, sample_weight, sw_sum, xp=xp))
+
+
+def _clip_probabilities(P, *, xp):
+    eps = xp.finfo(P.dtype).eps
+    return xp.clip(P, eps, 1 - eps)
+
+
+def log_loss(Y, P, sample_weight, sw_sum, *, xp):
+    """Categorical cross-entropy for softmax outputs (Y one-hot)."""
+    P = _clip_probabilities(P, xp=xp)
+    return -xp.sum(_average(Y * xp.log(P), sample_weight, sw_sum, xp=xp))
+
+
+def binary_log_loss(Y, P, sample_weight, sw_sum, *, xp):
+    """Sum over outputs of independent logistic losses (binary and multilabel)."""
+    P = _clip_probabilities(P, xp=xp)
+    values = Y * xp.log(P) + (1 - Y) * xp.log(1 - P)
+    return -xp.sum(_average(values, sample_weight, sw_sum, xp=xp))
+
+
+LOSSES = {
+    "squared_error": squared_error,
+    "poisson": poisson,
+    "log_loss": log_loss,
+    "binary_log_loss": binary_log_loss,
+}
+
+# The output activation that makes ``P - Y`` the exact output-layer gradient.
+CANONICAL_OUTPUT = {
+    "squared_error": "identity",
+    "poisson": "exp",
+    "log_loss": "softmax",
+    "binary_log_loss": "logistic",
+}

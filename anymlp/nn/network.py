@@ -1,0 +1,126 @@
+"""Forward and backward passes over one flat parameter vector ``theta``.
+
+``theta`` holds every weight matrix, then every bias vector, in layer order:
+the layout of scikit-learn's ``_pack``, so L-BFGS needs no packing and an
+optimizer step is a few elementwise passes over one array, whatever the depth.
+
+``X`` may be a scipy sparse matrix on the NumPy path: it is only ever used
+through the ``@`` operator and ``.T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
+from anymlp.nn.losses import CANONICAL_OUTPUT, LOSSES
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each layer's weights and biases live inside ``theta``.
+
+    ``units`` is ``(n_features, *hidden_layer_sizes, n_outputs)``.
+    """
+
+    units: tuple
+
+    @cached_property
+    def coef_slices(self) -> list[tuple[int, int, tuple[int, int]]]:
+        out, start = [], 0
+        for fan_in, fan_out in zip(self.units[:-1], self.units[1:]):
+            out.append((start, start + fan_in * fan_out, (fan_in, fan_out)))
+            start += fan_in * fan_out
+        return out
+
+    @property
+    def n_coef(self) -> int:
+        return self.coef_slices[-1][1]
+
+    @cached_property
+    def intercept_slices(self) -> list[tuple[int, int]]:
+        out, start = [], self.n_coef
+        for fan_out in self.units[1:]:
+            out.append((start, start + fan_out))
+            start += fan_out
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return self.intercept_slices[-1][1]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (scikit-learn's ``n_layers_ - 1``)."""
+        return len(self.units) - 1
+
+
+def unpack(theta, layout: Layout, *, xp):
+    """Views of ``theta`` as the lists ``(coefs, intercepts)``."""
+    coefs = [xp.reshape(theta[a:b], shape) for a, b, shape in layout.coef_slices]
+    intercepts = [theta[a:b] for a, b in layout.intercept_slices]
+    return coefs, intercepts
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a forward pass needs besides the parameters."""
+
+    layout: Layout
+    activation: str
+    loss: str
+
+    @property
+    def out_activation(self) -> str:
+        return CANONICAL_OUTPUT[self.loss]
+
+
+def forward(theta, X, arch: Architecture, *, xp, keep=True):
+    """All layer outputs ``[X, A_1, ..., P]`` (``keep=True``), or just ``P``.
+
+    Shapes: X (n, units[0]) -> P (n, units[-1]); same namespace and device as theta.
+    """
+    coefs, intercepts = unpack(theta, arch.layout, xp=xp)
+    hidden = ACTIVATIONS[arch.activation]
+    activations = [X]
+    a = X
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        z = a @ W + b
+        last = i == len(coefs) - 1
+        a = ACTIVATIONS[arch.out_activation](z, xp=xp) if last else hidden(z, xp=xp)
+        if keep:
+            activations.append(a)
+    return activations if keep else a
+
+
+def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha_mask, *, xp):
+    """Regularised loss (0-d array) and its gradient (flat, like ``theta``).
+
+    ``alpha_mask`` is ``alpha`` at weight positions and 0 at bias positions, so
+    the L2 term ``0.5 * alpha * ||W||^2 / sw_sum`` and its gradient are one
+    elementwise pass each. ``sample_weight`` is (n,) or None.
+    """
+    activations = forward(theta, X, arch, xp=xp)
+    sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
+    loss = LOSSES[arch.loss](Y, activations[-1], sample_weight, sw_sum, xp=xp)
+    loss = loss + 0.5 * xp.sum(alpha_mask * theta * theta) / sw_sum
+
+    delta = activations[-1] - Y
+    if sample_weight is not None:
+        delta = delta * sample_weight[:, None]
+    grad = _backward(theta, activations, delta, arch, xp=xp)
+    return loss, (grad + alpha_mask * theta) / sw_sum
+
+
+def _backward(theta, activations, delta, arch: Architecture, *, xp):
+    """Unregularised, unnormalised gradient, packed in ``theta``'s layout."""
+    coefs, _ = unpack(theta, arch.layout, xp=xp)
+    derivative = DERIVATIVES[arch.activation]
+    coef_grads, intercept_grads = [], []
+    for i in range(len(coefs) - 1, -1, -1):
+        coef_grads.append(xp.reshape(activations[i].T @ delta, (-1,)))
+        intercept_grads.append(xp.sum(delta, axis=0))
+        if i > 0:
+            delta = derivative(activations[i], delta @ coefs[i].T, xp=xp)
+    return xp.concat(coef_grads[::-1] + intercept_grads[::-1])

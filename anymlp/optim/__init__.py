@@ -1,0 +1,15 @@
+"""Optimizers as (init, update) pairs over one flat array; they know nothing about networks."""
+
+from anymlp.optim.adam import AdamState, adam_init, adam_update
+from anymlp.optim.schedules import LearningRateSchedule
+from anymlp.optim.sgd import SGDState, sgd_init, sgd_update
+
+__all__ = [
+    "AdamState",
+    "LearningRateSchedule",
+    "SGDState",
+    "adam_init",
+    "adam_update",
+    "sgd_init",
+    "sgd_update",
+]

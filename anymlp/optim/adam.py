@@ -1,0 +1,33 @@
+"""Adam over one flat parameter array, as scikit-learn computes it.
+
+The bias correction is folded into the learning rate and ``epsilon`` is added
+outside it (``lr_t * m / (sqrt(v) + eps)``), which is not what torch.optim.Adam
+does; it matters only when ``v`` is tiny.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+
+class AdamState(NamedTuple):
+    t: int  # steps taken, kept on the host
+    m: Any  # first moment, like theta
+    v: Any  # second moment, like theta
+
+
+def adam_init(theta, *, xp) -> AdamState:
+    return AdamState(t=0, m=xp.zeros_like(theta), v=xp.zeros_like(theta))
+
+
+def adam_step_size(learning_rate, t, beta_1, beta_2) -> float:
+    """The bias-corrected step size of step ``t`` (a host float: no device work)."""
+    return learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+
+
+def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2, epsilon, xp):
+    """One step; returns ``(new_theta, new_state)``. Nothing is modified in place."""
+    t = state.t + 1
+    m = beta_1 * state.m + (1 - beta_1) * grad
+    v = beta_2 * state.v + (1 - beta_2) * (grad * grad)
+    step_size = adam_step_size(learning_rate, t, beta_1, beta_2)
+    return theta + (-step_size * m) / (xp.sqrt(v) + epsilon), AdamState(t, m, v)

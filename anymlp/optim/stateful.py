@@ -1,0 +1,80 @@
+"""Optimizer objects for the training loop: state + schedule around the pure updates.
+
+They keep scikit-learn's private surface (``learning_rate``, ``iteration_ends``,
+``trigger_stopping``) so code that peeks at ``estimator._optimizer`` still works.
+"""
+
+from __future__ import annotations
+
+from anymlp.optim.adam import AdamState, adam_init, adam_step_size, adam_update
+from anymlp.optim.schedules import LearningRateSchedule
+from anymlp.optim.sgd import SGDState, sgd_init, sgd_update
+
+
+class SGDOptimizer:
+    def __init__(self, theta, *, xp, learning_rate_init, lr_schedule="constant",
+                 momentum=0.9, nesterov=True, power_t=0.5):
+        self.schedule = LearningRateSchedule(lr_schedule, learning_rate_init, power_t)
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.state = sgd_init(theta, xp=xp)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.schedule.learning_rate
+
+    def step(self, theta, grad):
+        theta, self.state = sgd_update(
+            theta, grad, self.state, learning_rate=self.schedule.learning_rate,
+            momentum=self.momentum, nesterov=self.nesterov,
+        )
+        return theta
+
+    def iteration_ends(self, samples_seen: int) -> None:
+        self.schedule.iteration_ends(samples_seen)
+
+    def trigger_stopping(self, message: str, verbose) -> bool:
+        return self.schedule.trigger_stopping(message, verbose)
+
+    def map_arrays(self, fn) -> None:
+        """Apply ``fn`` to every state array (moving it to another device, say)."""
+        self.state = SGDState(*(fn(a) for a in self.state))
+
+
+class AdamOptimizer:
+    def __init__(self, theta, *, xp, learning_rate_init, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.learning_rate_init = float(learning_rate_init)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.state = adam_init(theta, xp=xp)
+        self._xp = xp
+
+    @property
+    def learning_rate(self) -> float:
+        t = max(self.state.t, 1)
+        return adam_step_size(self.learning_rate_init, t, self.beta_1, self.beta_2)
+
+    def step(self, theta, grad):
+        theta, self.state = adam_update(
+            theta, grad, self.state, learning_rate=self.learning_rate_init,
+            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, xp=self._xp,
+        )
+        return theta
+
+    def iteration_ends(self, samples_seen: int) -> None:
+        pass
+
+    def trigger_stopping(self, message: str, verbose) -> bool:
+        if verbose:
+            print(message + " Stopping.")
+        return True
+
+    def map_arrays(self, fn) -> None:
+        self.state = AdamState(self.state.t, fn(self.state.m), fn(self.state.v))
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_xp"] = None  # namespaces are modules: re-derived after loading
+        return state
+
+    def set_namespace(self, xp) -> None:
+        self._xp = xp

@@ -1,0 +1,51 @@
+"""Per-epoch hooks for the stochastic solvers (and per-iteration for L-BFGS).
+
+A callback is any object with some of the methods of :class:`Callback`; missing
+methods are skipped. Callbacks run on the host and receive plain Python numbers,
+so none of them can force a device synchronisation inside the batch loop:
+``on_batch_end`` is told only *where* the loop is, never a loss value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class EpochRecord(TypedDict):
+    """What the host knows at the end of one epoch (one L-BFGS iteration).
+
+    ``validation_score`` is None without early stopping.
+    """
+
+    epoch: int
+    loss: float
+    validation_score: float | None
+    seconds: float
+    samples_per_second: float
+
+
+class Callback:
+    """Base class documenting the hooks; subclassing it is optional."""
+
+    def on_fit_begin(self, estimator: Any, *, max_epochs: int, n_batches: int) -> None:
+        """Called once before the first epoch. ``n_batches`` is per epoch (1 for L-BFGS)."""
+
+    def on_epoch_begin(self, estimator: Any, *, epoch: int) -> None:
+        """Called before each epoch; ``epoch`` counts from 1 within this fit."""
+
+    def on_batch_end(self, estimator: Any, *, batch: int, n_batches: int) -> None:
+        """Called after each batch update, without any value read from the device."""
+
+    def on_epoch_end(self, estimator: Any, record: EpochRecord) -> None:
+        """Called after each epoch's bookkeeping (loss_curve_, stopping counters)."""
+
+    def on_fit_end(self, estimator: Any) -> None:
+        """Called once when fitting stops, also after an interruption."""
+
+
+def notify(callbacks, hook: str, *args, **kwargs) -> None:
+    """Call ``hook`` on every callback that defines it."""
+    for callback in callbacks or ():
+        method = getattr(callback, hook, None)
+        if method is not None:
+            method(*args, **kwargs)

@@ -1,0 +1,78 @@
+"""The L-BFGS solver: scipy drives a float64 vector on the host, the device evaluates.
+
+Each evaluation sends the parameters to the device once and brings back the
+loss and gradient together in one array (one crossing each way). The weights
+keep X's dtype; only scipy's own vector is float64.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import scipy.optimize
+from sklearn.exceptions import ConvergenceWarning
+
+from anymlp._backend import to_host
+from anymlp.training.callbacks import notify
+
+
+def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: int,
+              max_fun: int, tol: float, verbose, callbacks=(), estimator=None):
+    """Minimise ``objective(theta) -> (loss, grad)``; returns ``(theta, n_iter, loss)``.
+
+    ``theta`` and the returned parameters are on the device, in the model dtype.
+    """
+    dtype = theta.dtype
+
+    def loss_and_grad(x):
+        loss, grad = objective(to_device(np.asarray(x, dtype=_host_dtype(dtype))))
+        both = to_host(xp.concat([xp.reshape(loss, (1,)), grad]))
+        return float(both[0]), both[1:].astype(np.float64)
+
+    iteration = {"n": 0, "t": time.perf_counter()}
+
+    def report(intermediate_result):
+        iteration["n"] += 1
+        loss = float(intermediate_result.fun)
+        if verbose:
+            print("Iteration %d, loss = %.8f" % (iteration["n"], loss))
+        now = time.perf_counter()
+        seconds, iteration["t"] = now - iteration["t"], now
+        notify(callbacks, "on_epoch_end", estimator, {
+            "epoch": iteration["n"], "loss": loss, "validation_score": None,
+            "seconds": seconds, "samples_per_second": float("nan"),
+        })
+
+    notify(callbacks, "on_fit_begin", estimator, max_epochs=max_iter, n_batches=1)
+    try:
+        result = scipy.optimize.minimize(
+            loss_and_grad, to_host(theta).astype(np.float64), method="L-BFGS-B", jac=True,
+            callback=report, options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol},
+        )
+    finally:
+        notify(callbacks, "on_fit_end", estimator)
+    n_iter = _check_result(result, max_iter)
+    return to_device(result.x.astype(_host_dtype(dtype))), n_iter, float(result.fun)
+
+
+def _host_dtype(dtype):
+    """The NumPy dtype with the same name as a namespace's float dtype."""
+    return np.float32 if "float32" in str(dtype) else np.float64
+
+
+def _check_result(result, max_iter: int) -> int:
+    """Warn as scikit-learn does when L-BFGS stopped before converging."""
+    n_iter = min(result.nit, max_iter)
+    if result.status != 0:
+        message = (f"lbfgs failed to converge after {n_iter} iteration(s) "
+                   f"(status={result.status}):\n{result.message}\n")
+        if n_iter == max_iter:
+            message += ("\nIncrease the number of iterations to improve the "
+                        f"convergence (max_iter={max_iter}).")
+        message += ("\nYou might also want to scale the data as shown in:\n"
+                    "    https://scikit-learn.org/stable/modules/preprocessing.html")
+        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+    return n_iter

@@ -1,0 +1,186 @@
+"""The minibatch loop of the 'sgd' and 'adam' solvers, split into small steps.
+
+fit_stochastic -> run_epoch -> (objective, optimizer.step) per batch.
+
+The host never waits for the device inside an epoch: batch losses are summed
+into a device scalar, and :func:`read_epoch_end` brings back one small array
+(the summed loss and a finiteness probe of the parameters) per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import gen_batches, shuffle
+
+from anymlp._backend import to_host
+from anymlp.exceptions import DivergenceWarning
+from anymlp.training.callbacks import notify
+from anymlp.training.history import History
+
+
+@dataclass
+class TrainingData:
+    """Training rows already on the compute device. Y is float, 2-D."""
+
+    X: Any
+    Y: Any
+    sample_weight: Any = None
+
+    @property
+    def n_samples(self) -> int:
+        return self.X.shape[0]
+
+
+@dataclass
+class LoopSettings:
+    """The loop's share of the estimator's hyperparameters."""
+
+    max_iter: int
+    batch_size: int
+    shuffle: bool
+    tol: float
+    n_iter_no_change: float
+    verbose: Any
+    incremental: bool
+
+
+def take_rows(X, index, *, xp):
+    """Rows ``index`` of X: a slice, or an index array on X's device."""
+    if isinstance(index, slice) or sp.issparse(X):
+        return X[index]
+    return xp.take(X, index, axis=0)
+
+
+def snapshot(theta, *, xp):
+    """A copy that later in-place updates cannot touch."""
+    return xp.asarray(theta, copy=True)
+
+
+def run_epoch(theta, data: TrainingData, order, batch_size, objective, optimizer, *, xp,
+              callbacks=(), estimator=None):
+    """One pass over the data; returns ``(theta, summed_loss)`` with the sum on the device.
+
+    ``order`` is a device index array (shuffled epoch) or None (rows in order).
+    """
+    n = data.n_samples
+    batches = list(gen_batches(n, batch_size))
+    loss_sum = None
+    for b, rows in enumerate(batches):
+        index = rows if order is None else order[rows]
+        sw = None if data.sample_weight is None else take_rows(data.sample_weight, index, xp=xp)
+        loss, grad = objective(theta, take_rows(data.X, index, xp=xp), take_rows(data.Y, index, xp=xp), sw)
+        theta = optimizer.step(theta, grad)
+        batch_loss = loss * (rows.stop - rows.start)
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        notify(callbacks, "on_batch_end", estimator, batch=b + 1, n_batches=len(batches))
+    return theta, loss_sum
+
+
+def read_epoch_end(loss_sum, theta, *, xp) -> tuple[float, bool]:
+    """The epoch's summed loss and whether theta is finite: one device-to-host read."""
+    probe = xp.stack([xp.astype(loss_sum, theta.dtype), xp.max(xp.abs(theta))])
+    loss, largest = (float(v) for v in to_host(probe))
+    return loss, math.isfinite(largest)
+
+
+def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, history: History,
+                   settings: LoopSettings, *, xp, random_state, to_device: Callable,
+                   validation_score: Callable | None = None, callbacks=(), estimator=None):
+    """Train for up to ``max_iter`` epochs; returns the parameters to keep.
+
+    Stops on scikit-learn's no-improvement rule, on divergence (a non-finite
+    epoch: the last finite parameters are kept) and on KeyboardInterrupt (the
+    parameters of the last completed epoch are kept). With early stopping the
+    best parameters by validation score are returned.
+    """
+    n = data.n_samples
+    order_host = np.arange(n, dtype=int)
+    n_batches = math.ceil(n / settings.batch_size)
+    last_good, ever_finite = snapshot(theta, xp=xp), False
+    notify(callbacks, "on_fit_begin", estimator, max_epochs=settings.max_iter, n_batches=n_batches)
+    try:
+        history.n_iter = 0
+        for _ in range(settings.max_iter):
+            notify(callbacks, "on_epoch_begin", estimator, epoch=history.n_iter + 1)
+            started = time.perf_counter()
+            order = None
+            if settings.shuffle:
+                order_host = shuffle(order_host, random_state=random_state)
+                order = to_device(order_host)
+            theta, loss_sum = run_epoch(theta, data, order, settings.batch_size, objective,
+                                        optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
+            loss_total, theta_finite = read_epoch_end(loss_sum, theta, xp=xp)
+            history.record_loss(loss_total / n, n)
+            if settings.verbose:
+                print("Iteration %d, loss = %.8f" % (history.n_iter, history.loss))
+            score = validation_score(theta) if history.early_stopping else None
+            history.update_no_improvement(settings.tol, theta, score, lambda a: snapshot(a, xp=xp))
+            if history.early_stopping and settings.verbose:
+                print("Validation score: %f" % score)
+            seconds = time.perf_counter() - started
+            notify(callbacks, "on_epoch_end", estimator, {
+                "epoch": history.n_iter, "loss": history.loss, "validation_score": score,
+                "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else math.inf,
+            })
+            diverged = not (math.isfinite(history.loss) and theta_finite)
+            if diverged:
+                _warn_divergence(history.n_iter, ever_finite)
+                if ever_finite:
+                    theta = last_good
+                break
+            last_good, ever_finite = snapshot(theta, xp=xp), True
+            optimizer.iteration_ends(history.t)
+            if _should_stop(history, settings, optimizer):
+                break
+            if settings.incremental:
+                break
+            if history.n_iter == settings.max_iter:
+                warnings.warn(
+                    "Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                    "optimization hasn't converged yet." % settings.max_iter,
+                    ConvergenceWarning,
+                )
+    except KeyboardInterrupt:
+        warnings.warn(
+            "Training interrupted by user. The model keeps the parameters of the last "
+            "completed epoch (the best ones with early stopping); fit again with "
+            "warm_start=True to continue."
+        )
+        theta = last_good
+    finally:
+        notify(callbacks, "on_fit_end", estimator)
+    if history.early_stopping and history.best_theta is not None:
+        theta = history.best_theta
+    return theta
+
+
+def _should_stop(history: History, settings: LoopSettings, optimizer) -> bool:
+    """scikit-learn's rule: more than ``n_iter_no_change`` epochs without a ``tol`` gain."""
+    if history.no_improvement_count <= settings.n_iter_no_change:
+        return False
+    what = "Validation score" if history.early_stopping else "Training loss"
+    message = "%s did not improve more than tol=%f for %d consecutive epochs." % (
+        what, settings.tol, settings.n_iter_no_change)
+    if optimizer.trigger_stopping(message, settings.verbose):
+        return True
+    history.no_improvement_count = 0
+    return False
+
+
+def _warn_divergence(epoch: int, ever_finite: bool) -> None:
+    kept = ("the parameters of the last finite epoch are kept"
+            if ever_finite else "no epoch finished with finite values")
+    warnings.warn(
+        f"Training diverged at epoch {epoch}: the loss or the weights became NaN or "
+        f"infinite, so training stopped and {kept}. Try a lower learning_rate_init, "
+        "or scale the inputs (for example with StandardScaler).",
+        DivergenceWarning,
+    )
