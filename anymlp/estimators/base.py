@@ -317,7 +317,7 @@ class BaseMLP(BaseEstimator):
         take = lambda a, idx: None if a is None else _take_rows(a, idx, self._backend)  # noqa: E731
         train = TrainingData(take(data.X, train_idx), take(data.Y, train_idx), take(data.sample_weight, train_idx))
         X_val = take(data.X, val_idx)
-        y_val = self._validation_target(y_host, val_idx)
+        y_val = self._validation_target(y_host, data, val_idx)
         sw_val = None if data.sample_weight is None else to_host(take(data.sample_weight, val_idx))
 
         def validation_score(theta):

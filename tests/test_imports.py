@@ -1,0 +1,56 @@
+"""Layering: importing anymlp is light, and lower layers never import higher ones."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "anymlp"
+
+
+def test_import_anymlp_does_not_import_gpu_libraries():
+    code = "import sys, anymlp; print(sorted(m for m in ('cupy', 'torch', 'array_api_strict', 'matplotlib', 'tqdm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+LAYERS = {"_backend": 0, "exceptions": 0, "nn": 1, "optim": 1, "training": 2, "estimators": 3}
+
+
+def _layer(module: str):
+    parts = module.split(".")
+    if parts[0] != "anymlp" or len(parts) < 2:
+        return None
+    return LAYERS.get(parts[1], 4)
+
+
+def test_modules_import_only_from_layers_below():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts)
+        own = _layer(module)
+        if own is None or path.name == "__init__.py" and own == 4:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("anymlp"):
+                target = _layer(node.module)
+                if target is not None and target > own:
+                    offenders.append(f"{module} imports {node.module}")
+    assert offenders == []
+
+
+def _imported_roots(path):
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_math_layer_does_not_import_scikit_learn_or_scipy():
+    for sub in ("nn", "optim"):
+        for path in (PACKAGE / sub).rglob("*.py"):
+            assert not _imported_roots(path) & {"sklearn", "scipy"}, path

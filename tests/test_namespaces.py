@@ -1,0 +1,185 @@
+"""One code path, every namespace: results live where the input lived, and agree with NumPy."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_regression
+
+import anymlp
+from anymlp import MLPClassifier, MLPRegressor
+from anymlp._backend import BackendUnavailableError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:300] / 16.0, y[:300]
+
+
+@pytest.fixture(scope="module")
+def regression():
+    X, y = make_regression(n_samples=150, n_features=6, n_targets=2, noise=0.1, random_state=0)
+    return X, y / 100.0
+
+
+def _fit_quietly(est, X, y, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return est.fit(X, y, **kw)
+
+
+SOLVERS = [
+    dict(solver="adam", max_iter=4),
+    dict(solver="sgd", max_iter=4, learning_rate_init=0.05),
+    dict(solver="lbfgs", max_iter=8),
+    dict(solver="adam", max_iter=6, early_stopping=True, validation_fraction=0.2),
+]
+
+
+@pytest.mark.parametrize("params", SOLVERS, ids=lambda p: p["solver"] + ("-es" if p.get("early_stopping") else ""))
+def test_classifier_matches_numpy_and_stays_in_namespace(backend, digits, params):
+    X, y = digits
+    reference = _fit_quietly(MLPClassifier((16,), random_state=0, **params), X.astype(backend.dtype_name or "float64"), y)
+    Xb, yb = backend.asarray(X), backend.asarray(y)
+    clf = _fit_quietly(MLPClassifier((16,), random_state=0, **params), Xb, yb)
+
+    proba = clf.predict_proba(Xb)
+    labels = clf.predict(Xb)
+    assert backend.is_own(proba) and backend.is_own(labels)
+    assert all(backend.is_own(c) for c in clf.coefs_ + clf.intercepts_)
+    assert isinstance(clf.classes_, np.ndarray)
+    assert str(proba.dtype).endswith(backend.dtype_name or "float64")
+    tol = 2e-4 if backend.dtype_name == "float32" else 1e-9
+    np.testing.assert_allclose(backend.numpy(proba), reference.predict_proba(X.astype(proba_dtype(backend))), atol=tol)
+    np.testing.assert_array_equal(backend.numpy(labels), reference.predict(X.astype(proba_dtype(backend))))
+    assert isinstance(clf.score(Xb, yb), float)
+
+
+def proba_dtype(backend):
+    return backend.dtype_name or "float64"
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_regressor_matches_numpy(backend, regression, solver):
+    X, y = regression
+    dtype = proba_dtype(backend)
+    reference = _fit_quietly(MLPRegressor(hidden_layer_sizes=(8,), solver=solver, max_iter=10, random_state=1), X.astype(dtype), y.astype(dtype))
+    reg = _fit_quietly(MLPRegressor(hidden_layer_sizes=(8,), solver=solver, max_iter=10, random_state=1), backend.asarray(X), backend.asarray(y))
+    pred = reg.predict(backend.asarray(X))
+    assert backend.is_own(pred) and pred.shape == (150, 2)
+    tol = 2e-3 if backend.dtype_name == "float32" else 1e-9
+    np.testing.assert_allclose(backend.numpy(pred), reference.predict(X.astype(dtype)), atol=tol, rtol=tol)
+
+
+def test_multilabel_and_string_labels_on_device(device_backend):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(80, 5))
+    Y = (rng.uniform(size=(80, 3)) > 0.5).astype(np.int64)
+    clf = _fit_quietly(MLPClassifier((7,), max_iter=5, random_state=0), device_backend.asarray(X), device_backend.asarray(Y))
+    pred = clf.predict(device_backend.asarray(X))
+    assert device_backend.is_own(pred) and pred.shape == (80, 3)
+
+    words = np.array(["cat", "dog", "emu"])[rng.randint(0, 3, 80)]
+    clf = _fit_quietly(MLPClassifier((7,), max_iter=5, random_state=0), device_backend.asarray(X), words)
+    # Strings cannot live on a device: they come back as NumPy, like classes_.
+    assert clf.predict(device_backend.asarray(X)).dtype.kind == "U"
+    assert clf.predict_proba(device_backend.asarray(X)).shape == (80, 3)
+
+
+def test_backend_parameter_moves_numpy_input_and_answers_in_numpy(digits):
+    pytest.importorskip("torch")
+    X, y = digits
+    clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0, backend="torch"), X, y)
+    assert clf._backend.name == "torch"
+    assert isinstance(clf.predict_proba(X), np.ndarray)
+    assert isinstance(clf.coefs_[0], np.ndarray)
+    reference = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), reference.predict_proba(X), atol=1e-10)
+
+
+def test_strict_backend_by_name_and_device_string(digits):
+    pytest.importorskip("array_api_strict")
+    X, y = digits
+    clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0, backend="array_api_strict", device="device1"), X, y)
+    assert clf._backend.name == "array_api_strict" and "device1" in repr(clf._backend.device)
+    assert isinstance(clf.predict(X), np.ndarray)
+
+
+def test_global_config_and_precedence(digits, monkeypatch):
+    pytest.importorskip("torch")
+    X, y = digits
+    with anymlp.config_context(backend="torch"):
+        assert _fit_quietly(MLPClassifier((5,), max_iter=2), X, y)._backend.name == "torch"
+        # The estimator's own parameter wins over the global setting.
+        assert _fit_quietly(MLPClassifier((5,), max_iter=2, backend="numpy"), X, y)._backend.name == "numpy"
+    assert _fit_quietly(MLPClassifier((5,), max_iter=2), X, y)._backend.name == "numpy"
+    monkeypatch.setenv("ANYMLP_BACKEND", "torch")
+    assert _fit_quietly(MLPClassifier((5,), max_iter=2), X, y)._backend.name == "torch"
+    anymlp.set_config(backend="numpy")
+    try:
+        assert _fit_quietly(MLPClassifier((5,), max_iter=2), X, y)._backend.name == "numpy"
+    finally:
+        anymlp.set_config(backend=None)
+
+
+def test_config_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        anymlp.set_config(backend="jax")
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(backend="numpy", device="cuda:0"), "NumPy only computes on 'cpu'"),
+        (dict(backend="torch", device="cuda:1"), "CUDA device"),
+    ],
+)
+def test_missing_device_fails_at_once_with_a_plain_message(digits, params, match):
+    pytest.importorskip("torch")
+    X, y = digits
+    with pytest.raises(BackendUnavailableError, match=match):
+        MLPClassifier(max_iter=1, **params).fit(X, y)
+
+
+def test_cupy_without_gpu_says_what_to_do(digits, monkeypatch):
+    import importlib.util
+
+    X, y = digits
+    if importlib.util.find_spec("cupy") is None:
+        message = "pip install 'anymlp\\[cuda12\\]'"
+    else:
+        import cupy
+
+        if cupy.is_available():
+            pytest.skip("a GPU is present")
+        message = "no CUDA device is usable"
+    with pytest.raises(BackendUnavailableError, match=message):
+        MLPClassifier(max_iter=1, backend="cupy").fit(X, y)
+
+
+def test_mixed_libraries_are_refused(digits):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    with pytest.raises(ValueError, match="same array library"):
+        MLPClassifier(max_iter=1).fit(X, torch.asarray(y))
+
+
+def test_predict_on_another_namespace_converts_the_model(digits):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), torch.asarray(X), torch.asarray(y))
+    np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(torch.asarray(X)).numpy(), atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_cuda_device_string_trains_on_gpu(digits):
+    from tests.conftest import _cuda_available
+
+    if not _cuda_available():
+        pytest.skip("needs a CUDA GPU")
+    X, y = digits
+    clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0, device="cuda"), X, y)
+    assert clf._backend.name == "cupy"
+    reference = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), reference.predict_proba(X), atol=1e-8)

@@ -1,0 +1,95 @@
+"""Models pickle on any backend and load where only NumPy is installed."""
+
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import anymlp
+from anymlp import IncompatibleModelError, MLPClassifier, MLPRegressor
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:200] / 16.0, y[:200]
+
+
+def _fit(est, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return est.fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_pickle_round_trip_predicts_identically(backend, digits, solver):
+    X, y = digits
+    Xb = backend.asarray(X)
+    clf = _fit(MLPClassifier((12,), solver=solver, max_iter=5, random_state=0), Xb, backend.asarray(y))
+    loaded = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(backend.numpy(loaded.predict_proba(Xb)), backend.numpy(clf.predict_proba(Xb)))
+    # And on NumPy input: the saved model is NumPy underneath.
+    np.testing.assert_allclose(loaded.predict_proba(X.astype(backend.dtype_name or "float64")),
+                               backend.numpy(clf.predict_proba(Xb)), atol=1e-6)
+    assert loaded._anymlp_version == anymlp.__version__
+
+
+def test_partial_fit_continues_after_unpickling(device_backend, digits):
+    X, y = digits
+    Xb, yb = device_backend.asarray(X), device_backend.asarray(y)
+    clf = MLPClassifier((12,), random_state=0).partial_fit(Xb, yb, classes=np.unique(y))
+    loaded = pickle.loads(pickle.dumps(clf))
+    clf.partial_fit(Xb, yb)
+    loaded.partial_fit(Xb, yb)
+    np.testing.assert_allclose(device_backend.numpy(loaded.predict_proba(Xb)),
+                               device_backend.numpy(clf.predict_proba(Xb)), atol=1e-6)
+    assert loaded.t_ == clf.t_ == 2 * len(y)
+
+
+def test_model_from_device_loads_with_gpu_libraries_blocked(tmp_path, digits):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    clf = _fit(MLPRegressor(hidden_layer_sizes=(9,), max_iter=5, random_state=0), torch.asarray(X), torch.asarray(y, dtype=torch.float64))
+    path = tmp_path / "model.joblib"
+    joblib.dump(clf, path)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "expected.npy", clf.predict(torch.asarray(X)).numpy())
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class Blocker:  # as if only NumPy were installed
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "cupy", "array_api_strict"):
+                    raise ImportError(name + " is blocked")
+
+        sys.meta_path.insert(0, Blocker())
+        import joblib, numpy as np
+        model = joblib.load({str(path)!r})
+        pred = model.predict(np.load({str(tmp_path / 'X.npy')!r}))
+        assert isinstance(pred, np.ndarray)
+        np.testing.assert_allclose(pred, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-12)
+        assert "torch" not in sys.modules and "cupy" not in sys.modules
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_file_from_a_newer_format_is_refused_clearly(digits):
+    X, y = digits
+    clf = _fit(MLPClassifier((5,), max_iter=2, random_state=0), X, y)
+    state = clf.__getstate__()
+    state["_anymlp_pickle_format"] = 99
+    state["_anymlp_version"] = "9.0.0"
+    fresh = MLPClassifier.__new__(MLPClassifier)
+    with pytest.raises(IncompatibleModelError, match="saved by anymlp 9.0.0"):
+        fresh.__setstate__(state)
