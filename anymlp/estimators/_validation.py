@@ -38,8 +38,8 @@ def check_device_X(X, *, xp, estimator, reset: bool, what="X"):
     """Shape, dtype and finiteness checks for X held by a non-NumPy library."""
     if X.ndim != 2:
         raise ValueError(
-            f"Expected a 2D array for {what}, got a {X.ndim}D array of shape {tuple(X.shape)} "
-            "instead. Reshape your data either using X.reshape(-1, 1) if your data has a "
+            f"Expected 2D array, got {X.ndim}D array instead: {what} has shape {tuple(X.shape)}. "
+            "Reshape your data either using X.reshape(-1, 1) if your data has a "
             "single feature or X.reshape(1, -1) if it contains a single sample."
         )
     n_samples, n_features = X.shape

@@ -38,6 +38,7 @@ from anymlp.exceptions import IncompatibleModelError
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
+from anymlp.training.stochastic import take_rows
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
@@ -368,7 +369,8 @@ class BaseMLP(BaseEstimator):
         rows = max(1, PREDICT_CHUNK_BYTES // (width * itemsize))
         if n <= rows:
             return forward(theta, X, self._arch, xp=xp, keep=False)
-        parts = [forward(theta, X[i : i + rows], self._arch, xp=xp, keep=False) for i in range(0, n, rows)]
+        parts = [forward(theta, take_rows(X, slice(i, min(i + rows, n)), xp=xp), self._arch, xp=xp, keep=False)
+                 for i in range(0, n, rows)]
         return xp.concat(parts, axis=0)
 
     def _predict_host(self, theta, X):

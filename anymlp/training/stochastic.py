@@ -54,8 +54,10 @@ class LoopSettings:
 
 def take_rows(X, index, *, xp):
     """Rows ``index`` of X: a slice, or an index array on X's device."""
-    if isinstance(index, slice) or sp.issparse(X):
+    if sp.issparse(X):
         return X[index]
+    if isinstance(index, slice):
+        return X[index, ...]  # the trailing ellipsis is what the standard asks for
     return xp.take(X, index, axis=0)
 
 
@@ -115,13 +117,16 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             if settings.shuffle:
                 order_host = shuffle(order_host, random_state=random_state)
                 order = to_device(order_host)
-            theta, loss_sum = run_epoch(theta, data, order, settings.batch_size, objective,
-                                        optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
+            # A diverging step overflows; that is reported below as a DivergenceWarning.
+            with np.errstate(over="ignore", invalid="ignore"):
+                theta, loss_sum = run_epoch(theta, data, order, settings.batch_size, objective,
+                                            optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
             loss_total, theta_finite = read_epoch_end(loss_sum, theta, xp=xp)
             history.record_loss(loss_total / n, n)
             if settings.verbose:
                 print("Iteration %d, loss = %.8f" % (history.n_iter, history.loss))
-            score = validation_score(theta) if history.early_stopping else None
+            with np.errstate(over="ignore", invalid="ignore"):
+                score = validation_score(theta) if history.early_stopping else None
             history.update_no_improvement(settings.tol, theta, score, lambda a: snapshot(a, xp=xp))
             if history.early_stopping and settings.verbose:
                 print("Validation score: %f" % score)

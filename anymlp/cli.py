@@ -1,0 +1,583 @@
+"""``anymlp`` on the command line: ``anymlp train`` (MNIST) and ``anymlp info``.
+
+Every estimator parameter is an option of ``train``, generated from
+``MLPClassifier().get_params()`` and ``MLPClassifier._parameter_constraints``: the
+constraints decide how a string is read (``StrOptions`` -> one of its strings,
+``Interval(Integral)`` -> int, ``Interval(Real)`` -> float, ``"boolean"`` -> flag,
+``"array-like"`` -> ``512,256``) and are checked right away with the constraint objects
+themselves, so a bad value fails before any data is loaded. There is no second copy of
+the parameter definitions here: a parameter added to the estimator appears as an option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import inspect
+import json
+import os
+import platform
+import re
+import sys
+import time
+import warnings
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "estimator_params", "CLI_DEFAULTS", "ALIASES"]
+
+#: Where ``anymlp train`` departs from the estimator's own defaults, and why.
+CLI_DEFAULTS = {
+    "max_iter": 15,  # ~97.7% test accuracy on MNIST, about a second per epoch on a laptop CPU
+    "batch_size": 200,  # what "auto" means on MNIST, written out so it shows in --help
+    "random_state": 0,  # a command line run should be repeatable
+}
+#: Short spellings, in addition to the generated ``--hidden-layer-sizes`` etc.
+ALIASES = {
+    "hidden_layer_sizes": ["--hidden"],
+    "max_iter": ["--epochs"],
+    "learning_rate_init": ["--lr"],
+    "random_state": ["--seed"],
+}
+#: Options owned by ``train`` itself; an estimator parameter of the same name is not generated.
+_TRAIN_OPTIONS = {"data", "dataset", "no_download", "limit", "dtype", "save", "report", "quiet"}
+
+_EPILOG = """\
+Every MLPClassifier parameter is an option: --max-iter or --max_iter, --early-stopping
+[BOOL] / --no-early-stopping, --hidden 512,256, --batch-size auto, --random-state none.
+MNIST is looked for in --data, $ANYMLP_DATA/mnist.npz, the scikit-learn data home, then
+downloaded from OpenML; without it (and without --data) training falls back to
+scikit-learn's bundled 8x8 digits.
+"""
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``anymlp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args, out=sys.stdout)
+    except BrokenPipeError:  # `anymlp train | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _normalize_option_names(argv):
+    """Accept scikit-learn's spelling too: ``--max_iter=5`` is ``--max-iter=5``."""
+    def fix(token):
+        if not token.startswith("--"):
+            return token
+        name, sep, value = token.partition("=")
+        return name.replace("_", "-") + sep + value
+
+    return [fix(token) for token in argv]
+
+
+class _Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else args
+        return super().parse_known_args(_normalize_option_names(args), namespace)
+
+
+def _estimator_class():
+    from anymlp import MLPClassifier
+
+    return MLPClassifier
+
+
+def build_parser(estimator_class=None) -> argparse.ArgumentParser:
+    """The ``anymlp`` parser, with ``train`` options generated from ``estimator_class``."""
+    estimator_class = estimator_class or _estimator_class()
+    parser = _Parser(
+        prog="anymlp", description="scikit-learn's MLP on NumPy, CuPy or PyTorch."
+    )
+    parser.set_defaults(command=None)
+    commands = parser.add_subparsers(title="commands", metavar="{train,info}")
+
+    train = commands.add_parser(
+        "train",
+        help="train an MLPClassifier on MNIST and report test accuracy",
+        description="Train an MLPClassifier on MNIST (pixels scaled to [0, 1]) and report "
+        "its accuracy on the 10000 test images.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.set_defaults(command="train", run=_run_train, estimator_class=estimator_class)
+    _add_train_options(train)
+    _add_estimator_options(train, estimator_class)
+
+    info = commands.add_parser(
+        "info", help="show array libraries, GPUs and versions", description="Show array "
+        "libraries, usable GPUs and library versions."
+    )
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(command="info", run=_run_info)
+    return parser
+
+
+def _add_train_options(parser):
+    group = parser.add_argument_group("data and output")
+    group.add_argument("--data", metavar="PATH", help="an mnist.npz file (or its folder)")
+    group.add_argument(
+        "--dataset", choices=["auto", "mnist", "digits"], default="auto",
+        help="auto: MNIST, else the 8x8 digits; mnist: fail without MNIST (default: auto)",
+    )
+    group.add_argument("--no-download", action="store_true", help="never download MNIST")
+    group.add_argument("--limit", type=_positive_int, metavar="N", help="train on the first N rows only")
+    group.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32",
+        help="floating dtype of the data (default: float32)",
+    )
+    group.add_argument("--save", metavar="FILE", help="save the fitted model with joblib")
+    group.add_argument("--report", metavar="DIR", help="write PNG plots and report.md into DIR")
+    group.add_argument("--quiet", "-q", action="store_true", help="print only the final results")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Estimator options, generated from get_params() and _parameter_constraints
+
+
+def _add_estimator_options(parser, estimator_class):
+    defaults = estimator_class().get_params()
+    constraints = getattr(estimator_class, "_parameter_constraints", {})
+    docs = _parameter_docs(estimator_class)
+    group = parser.add_argument_group(
+        f"{estimator_class.__name__} parameters",
+        "Unset options keep the estimator's default, except where 'anymlp train' says otherwise.",
+    )
+    for name, default in defaults.items():
+        if name in _TRAIN_OPTIONS:
+            continue
+        flags = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
+        spec = _constraint_list(constraints.get(name))
+        shown = CLI_DEFAULTS.get(name, default)
+        help_text = f"{docs.get(name, '')} Default: {_show(shown)}".strip()
+        if name in CLI_DEFAULTS:
+            help_text += f" (estimator: {_show(default)})"
+        help_text = help_text.replace("%", "%%")
+        kwargs = dict(dest=f"param:{name}", default=argparse.SUPPRESS, help=help_text)
+        if _is_flag(spec):
+            group.add_argument(*flags, nargs="?", const=True, metavar="BOOL",
+                               type=_converter(name, spec), **kwargs)
+            if "boolean" in spec:
+                group.add_argument(f"--no-{name.replace('_', '-')}", action="store_const",
+                                   const=False, dest=f"param:{name}", default=argparse.SUPPRESS,
+                                   help=argparse.SUPPRESS)
+        else:
+            group.add_argument(*flags, metavar=_metavar(name, spec),
+                               type=_converter(name, spec), **kwargs)
+
+
+def estimator_params(args: argparse.Namespace) -> dict:
+    """The estimator keyword arguments chosen by ``args``: given options over :data:`CLI_DEFAULTS`."""
+    given = {k.split(":", 1)[1]: v for k, v in vars(args).items() if k.startswith("param:")}
+    valid = args.estimator_class().get_params()
+    params = {k: v for k, v in CLI_DEFAULTS.items() if k in valid}
+    params.update(given)
+    if "dtype" in valid and "dtype" not in params:
+        params["dtype"] = args.dtype
+    return params
+
+
+def _constraint_list(spec) -> list:
+    """Constraints as a list; ``[]`` for none to go by (absent or ``"no_validation"``)."""
+    if spec is None or spec == "no_validation":
+        return []
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def _is_flag(spec) -> bool:
+    return "boolean" in spec or "verbose" in spec
+
+
+def _metavar(name, spec):
+    if name == "callbacks":
+        return "MODULE:NAME[,...]"
+    words = []
+    for constraint in spec:
+        if _is_str_options(constraint):
+            words += sorted(constraint.options - getattr(constraint, "internal", set()))
+        elif constraint is None:
+            words.append("none")
+        elif constraint == "array-like":
+            return "N[,N...]"
+        elif constraint is str:
+            words.append(name.upper())
+        elif _is_interval(constraint):
+            words.append("INT" if constraint.type is Integral else "FLOAT")
+        elif constraint == "random_state":
+            words += ["INT", "none"]
+        elif _is_options(constraint):
+            words += sorted(str(o) for o in constraint.options)
+    words = list(dict.fromkeys(words))
+    return ("{" + ",".join(words) + "}" if len(words) > 1 else words[0]) if words else name.upper()
+
+
+def _converter(name, spec):
+    """A function reading a string as a value satisfying one of ``spec`` (checked)."""
+    from sklearn.utils._param_validation import make_constraint
+
+    checks = [make_constraint(c) for c in spec]
+
+    def convert(text):
+        if name == "callbacks":
+            return _load_callbacks(text)
+        for raw, check in zip(spec, checks):
+            for read in _readers(raw):
+                try:
+                    value = read(text)
+                except (ValueError, TypeError, SyntaxError):
+                    continue
+                if check.is_satisfied_by(value) and _items_fit(raw, value, spec, checks):
+                    return value
+        if not spec:  # nothing to go by (e.g. device="cuda:1"): none, else the string
+            return None if _parse_none_or(text) else text
+        expected = " or ".join(str(check) for check in checks if not getattr(check, "hidden", False))
+        word = "choice" if all(_is_str_options(c) or c is None for c in spec) else "value"
+        raise argparse.ArgumentTypeError(f"invalid {word}: {text!r} (expected {expected})")
+
+    convert.__name__ = name  # argparse names the converter in some messages
+    return convert
+
+
+def _items_fit(raw, value, spec, checks) -> bool:
+    """An array-like offered next to scalar constraints holds such scalars (``hidden_layer_sizes``)."""
+    if raw != "array-like":
+        return True
+    scalar = [check for c, check in zip(spec, checks) if _is_interval(c) or _is_options(c)]
+    return not scalar or all(any(check.is_satisfied_by(item) for check in scalar) for item in value)
+
+
+def _readers(constraint):
+    """Ways to read a string for one raw constraint, tried in order."""
+    from sklearn.utils._param_validation import RealNotInt
+
+    numbers = {Integral: int, int: int, Real: float, float: float, RealNotInt: float}
+    if constraint is None:
+        return [_parse_none]
+    if _is_str_options(constraint):
+        return [str]
+    if _is_interval(constraint) or _is_options(constraint):
+        return [numbers.get(constraint.type, _literal)]
+    if constraint == "boolean":
+        return [_parse_bool]
+    if constraint == "verbose":
+        return [int, _parse_bool]
+    if constraint == "random_state":
+        return [int, _parse_none]
+    if constraint == "array-like":
+        return [_parse_sequence]
+    if constraint in (str, bool, list, tuple):
+        return [{str: str, bool: _parse_bool, list: lambda t: list(_parse_sequence(t)),
+                 tuple: _parse_sequence}[constraint]]
+    return [numbers[constraint]] if constraint in numbers else []
+
+
+def _is_str_options(c):
+    from sklearn.utils._param_validation import StrOptions
+
+    return isinstance(c, StrOptions)
+
+
+def _is_options(c):
+    from sklearn.utils._param_validation import Options
+
+    return isinstance(c, Options) and not _is_str_options(c)
+
+
+def _is_interval(c):
+    from sklearn.utils._param_validation import Interval
+
+    return isinstance(c, Interval)
+
+
+def _parse_none(text):
+    if text.strip().lower() in {"none", "null"}:
+        return None
+    raise ValueError(text)
+
+
+def _parse_bool(text):
+    word = str(text).strip().lower()
+    if word in {"1", "true", "yes", "on", "y", "t"}:
+        return True
+    if word in {"0", "false", "no", "off", "n", "f"}:
+        return False
+    raise ValueError(text)
+
+
+def _parse_sequence(text):
+    """``"512,256"`` or ``"(512, 256)"`` -> ``(512, 256)``; ``"100"`` -> ``(100,)``."""
+    items = [item for item in text.strip().strip("()[]").replace(" ", "").split(",") if item]
+    if not items:
+        raise ValueError(text)
+    return tuple(_literal(item) for item in items)
+
+
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _load_callbacks(text):
+    """``pkg.mod:Name[,...]``: each ``Name`` is instantiated when it is a class."""
+    if _parse_none_or(text):
+        return None
+    callbacks = []
+    for spec in filter(None, (part.strip() for part in text.split(","))):
+        module_name, _, attr = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"cannot import callback {spec!r}: {exc}") from exc
+        callbacks.append(obj() if isinstance(obj, type) else obj)
+    return callbacks
+
+
+def _parse_none_or(text):
+    try:
+        _parse_none(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _show(value):
+    return "none" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _parameter_docs(estimator_class) -> dict:
+    """First sentence of each parameter's numpydoc entry, for --help.
+
+    anymlp documents only what it adds to scikit-learn, so scikit-learn's class of the
+    same name (the specification) fills in the rest.
+    """
+    import sklearn.neural_network
+
+    docs = {}
+    for cls in (getattr(sklearn.neural_network, estimator_class.__name__, None), estimator_class):
+        doc = (inspect.getdoc(cls) or "") + "\n" if cls is not None else ""  # dedented
+        section = doc.split("Attributes\n", 1)[0]
+        for match in re.finditer(r"^(\w+) : [^\n]*\n((?: {4}[^\n]*\n|\n)*)", section, re.M):
+            text = re.sub(r":\w+:`~?([^`]+)`|``([^`]+)``", lambda m: m.group(1) or m.group(2),
+                          " ".join(match.group(2).split("\n\n")[0].split()))
+            docs[match.group(1)] = re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+    if "callbacks" in docs:
+        docs["callbacks"] += (" Given as import paths MODULE:NAME, comma-separated; a class is"
+                              " instantiated. The progress printer is added unless --quiet.")
+    return docs
+
+
+# ---------------------------------------------------------------------------
+# anymlp train
+
+
+def _run_train(args, out) -> int:
+    from anymlp.datasets import MNISTNotFoundError
+
+    started = time.perf_counter()
+    params = estimator_params(args)
+    try:
+        X_train, y_train, X_test, y_test, dataset = _load_data(args, out)
+    except MNISTNotFoundError as exc:
+        print(f"anymlp train: {exc}", file=sys.stderr)
+        return 1
+    if args.limit:
+        X_train, y_train = X_train[: args.limit], y_train[: args.limit]
+
+    from anymlp.progress import ProgressPrinter
+
+    user_callbacks = list(params.pop("callbacks", None) or [])
+    progress = [] if args.quiet else [ProgressPrinter(out)]
+    estimator = args.estimator_class(**params, callbacks=(user_callbacks + progress) or None)
+    if not args.quiet:
+        print(
+            f"training {type(estimator).__name__}(hidden_layer_sizes={estimator.hidden_layer_sizes!r}, "
+            f"solver={estimator.solver!r}) on {dataset['name']}: "
+            f"{X_train.shape[0]} x {X_train.shape[1]} {X_train.dtype}, "
+            f"up to {estimator.max_iter} epochs", file=out, flush=True,
+        )
+    seconds = _fit(estimator, X_train, y_train, out, quiet=args.quiet)
+    accuracy = float(np.mean(_host(estimator.predict(X_test)) == y_test))
+    estimator.set_params(callbacks=user_callbacks or None)  # streams do not pickle
+
+    where = _describe_backend(estimator, params, X_test)
+    n_iter = getattr(estimator, "n_iter_", "?")
+    print(f"test accuracy {accuracy:.4f} ({len(y_test)} samples)", file=out)
+    print(f"trained in {seconds:.1f} s ({n_iter} epochs, {X_train.shape[0]} samples), "
+          f"total {time.perf_counter() - started:.1f} s", file=out)
+    print(f"backend {where}", file=out)
+    if args.save:
+        import joblib
+
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(estimator, args.save)
+        print(f"model saved to {args.save}", file=out)
+    if args.report:
+        from anymlp.plotting import write_report
+
+        summary = {
+            "dataset": dataset["name"],
+            "training samples": X_train.shape[0],
+            "test accuracy": f"{accuracy:.4f}",
+            "epochs": n_iter,
+            "fit time": f"{seconds:.1f} s",
+            "backend": where,
+        }
+        files = write_report(estimator, X_test, y_test, args.report,
+                             image_shape=dataset["image_shape"], summary=summary)
+        print(f"report written to {files['report']}", file=out)
+    out.flush()
+    return 0
+
+
+def _load_data(args, out):
+    """``(X_train, y_train, X_test, y_test, dataset)``, X scaled to [0, 1] in ``args.dtype``."""
+    from anymlp.datasets import MNISTNotFoundError, load_digits_split, load_mnist
+
+    dtype = np.dtype(args.dtype)
+    choice = "mnist" if args.data and args.dataset == "auto" else args.dataset
+    if choice != "digits":
+        try:
+            data = load_mnist(args.data, download=not args.no_download, dtype=dtype, scale=True)
+            return (*data, {"name": "MNIST", "image_shape": (28, 28)})
+        except MNISTNotFoundError:
+            if choice == "mnist":
+                raise
+            print("notice: MNIST not found (--dataset mnist says where it looked); "
+                  "using scikit-learn's 8x8 digits instead", file=out, flush=True)
+    data = load_digits_split(dtype=dtype)
+    return (*data, {"name": "digits (8x8)", "image_shape": (8, 8)})
+
+
+def _fit(estimator, X, y, out, quiet=False) -> float:
+    """Fit, turning the expected 'max_iter reached' warning into one line of advice."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        estimator.fit(X, y)
+    seconds = time.perf_counter() - start
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            if not quiet:
+                print(f"note: stopped at max_iter={estimator.max_iter} before converging "
+                      "(more with --epochs N)", file=out)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return seconds
+
+
+def _host(array):
+    try:
+        from anymlp._backend import to_host
+    except ImportError:  # pragma: no cover - layer 0 is always there in a release
+        return np.asarray(array)
+    return np.asarray(to_host(array))
+
+
+def _describe_backend(estimator, params, X) -> str:
+    """Where the fit ran, e.g. ``torch on cuda:0``."""
+    fitted = getattr(estimator, "backend_", None)
+    for candidate in (fitted, getattr(estimator, "_backend", None)):
+        if hasattr(candidate, "describe"):  # anymlp._backend.Backend
+            return candidate.describe()
+    if fitted is not None:
+        return f"{fitted} on {getattr(estimator, 'device_', None) or params.get('device') or 'cpu'}"
+    try:
+        from anymlp._backend import resolve_backend
+
+        return resolve_backend(X[:1], backend=params.get("backend"), device=params.get("device")).describe()
+    except Exception:  # noqa: BLE001 - a description must never fail the run
+        return f"{params.get('backend') or 'numpy'} on {params.get('device') or 'cpu'}"
+
+
+# ---------------------------------------------------------------------------
+# anymlp info
+
+
+def collect_info() -> dict:
+    """Installed array namespaces, usable GPUs and library versions. Never raises."""
+    from importlib import metadata
+
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    try:
+        from anymlp._backend import available_backends
+
+        namespaces = available_backends()
+    except Exception:  # noqa: BLE001
+        namespaces = {"numpy": version("numpy"), "cupy": version("cupy-cuda12x") or version("cupy-cuda13x"),
+                      "torch": version("torch"), "array_api_strict": version("array-api-strict")}
+    import anymlp
+
+    return {
+        "anymlp": getattr(anymlp, "__version__", None) or version("anymlp"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "namespaces": namespaces,
+        "gpus": _gpus(),
+        "libraries": {dist: version(dist) for dist in
+                      ["numpy", "scipy", "scikit-learn", "array-api-compat", "joblib",
+                       "matplotlib", "tqdm"]},
+    }
+
+
+def _gpus() -> list[dict]:
+    try:
+        from anymlp._backend import gpu_info
+
+        return list(gpu_info())
+    except Exception:  # noqa: BLE001 - no driver, a broken install: no usable GPU
+        return []
+
+
+def _run_info(args, out) -> int:
+    info = collect_info()
+    if args.json:
+        json.dump(info, out, indent=2, default=str)
+        print(file=out)
+        return 0
+    print(f"anymlp {info['anymlp'] or 'unknown'} (python {info['python']}, {info['platform']})", file=out)
+    print("\narray namespaces", file=out)
+    for name, ver in info["namespaces"].items():
+        print(f"  {name:<18} {ver or 'not installed'}", file=out)
+    print("\nGPU", file=out)
+    if not info["gpus"]:
+        print("  none usable (no CUDA device seen by CuPy or torch)", file=out)
+    for index, gpu in enumerate(info["gpus"]):
+        memory = gpu.get("memory_bytes", gpu.get("memory"))
+        size = f"{memory / 2**30:.1f} GiB" if isinstance(memory, (int, float)) else "memory unknown"
+        print(f"  cuda:{index:<3} {gpu.get('name', '?')}  {size}  (via {gpu.get('library', '?')})", file=out)
+    print("\nlibraries", file=out)
+    for dist, ver in info["libraries"].items():
+        print(f"  {dist:<18} {ver or 'not installed'}", file=out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Show training progress: a tqdm bar per epoch on a terminal, one plain line per epoch elsewhere.
+
+:class:`ProgressPrinter` implements the callback protocol of
+:mod:`anymlp.training.callbacks`; pass it in ``callbacks=[ProgressPrinter()]``. It only
+reads the per-epoch record the training loop already brought to the host, so it adds no
+device synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import TextIO
+
+__all__ = ["ProgressPrinter", "format_epoch"]
+
+
+def format_epoch(record, max_epochs: int | None = None) -> str:
+    """One line for one epoch record: epoch, loss, validation score, seconds, samples/s."""
+    width = len(str(max_epochs)) if max_epochs else 1
+    epoch = f"{record['epoch']:>{width}d}" + (f"/{max_epochs}" if max_epochs else "")
+    parts = [f"epoch {epoch}", f"loss {record['loss']:.6f}"]
+    if record.get("validation_score") is not None:
+        parts.append(f"val {record['validation_score']:.4f}")
+    parts.append(f"{record['seconds']:.2f} s")
+    if _rate(record):
+        parts.append(f"{record['samples_per_second']:,.0f} samples/s")
+    return "  ".join(parts)
+
+
+def _rate(record) -> bool:
+    """Whether the record has a meaningful throughput (L-BFGS may report none or NaN)."""
+    rate = record.get("samples_per_second")
+    return rate is not None and math.isfinite(rate) and rate > 0
+
+
+class ProgressPrinter:
+    """Print per-epoch progress to ``stream``.
+
+    Parameters
+    ----------
+    stream : file-like, default=sys.stdout (looked up when fitting starts)
+    bar : bool or None, default=None
+        Draw a tqdm bar per epoch (advanced after each batch). None: only when
+        ``stream`` is a terminal and tqdm is installed. Without a bar, one line per
+        epoch is written (see :func:`format_epoch`).
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, bar: bool | None = None):
+        self.stream = stream
+        self.bar = bar
+
+    # -- callback protocol ------------------------------------------------
+    def on_fit_begin(self, estimator, *, max_epochs: int, n_batches: int) -> None:
+        self._out = self.stream if self.stream is not None else sys.stdout
+        self._max_epochs = max_epochs
+        self._n_batches = n_batches
+        self._tqdm = self._tqdm_class() if self._use_bar() else None
+        self._bar = None
+        self.records = []
+
+    def on_epoch_begin(self, estimator, *, epoch: int) -> None:
+        if self._tqdm is not None:
+            self._close_bar()
+            self._bar = self._tqdm(
+                total=self._n_batches,
+                desc=f"epoch {epoch}/{self._max_epochs}",
+                unit="batch",
+                file=self._out,
+                leave=True,
+                dynamic_ncols=True,
+            )
+
+    def on_batch_end(self, estimator, *, batch: int, n_batches: int) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def on_epoch_end(self, estimator, record) -> None:
+        self.records.append(dict(record))
+        if self._bar is not None:
+            self._bar.set_postfix_str(_postfix(record), refresh=False)
+            self._close_bar()
+        else:
+            print(format_epoch(record, self._max_epochs), file=self._out, flush=True)
+
+    def on_fit_end(self, estimator) -> None:
+        self._close_bar()
+
+    # -- helpers ------------------------------------------------------------
+    def _use_bar(self) -> bool:
+        if self.bar is not None:
+            return self.bar
+        isatty = getattr(self._out, "isatty", None)
+        return bool(isatty and isatty()) and self._tqdm_class() is not None
+
+    @staticmethod
+    def _tqdm_class():
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm
+
+    def _close_bar(self) -> None:
+        bar, self._bar = getattr(self, "_bar", None), None
+        if bar is not None:
+            bar.n = bar.total if bar.total else bar.n  # L-BFGS reports no batches
+            bar.close()
+
+    def __getstate__(self):
+        # A fitted model keeps its callbacks; streams and bars cannot be pickled.
+        return {"stream": None, "bar": self.bar, "records": getattr(self, "records", [])}
+
+
+def _postfix(record) -> str:
+    text = f"loss={record['loss']:.5f}"
+    if record.get("validation_score") is not None:
+        text += f", val={record['validation_score']:.4f}"
+    return text + (f", {record['samples_per_second']:,.0f} samples/s" if _rate(record) else "")

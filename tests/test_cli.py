@@ -1,0 +1,315 @@
+"""anymlp.cli and anymlp.progress: generated options, a real tiny training run, info."""
+
+import io
+import json
+import math
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from anymlp import MLPClassifier
+from anymlp.cli import ALIASES, CLI_DEFAULTS, build_parser, estimator_params, main
+from anymlp.progress import ProgressPrinter, format_epoch
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return build_parser()
+
+
+def _params(parser, *options):
+    return estimator_params(parser.parse_args(["train", *options]))
+
+
+def _train_data_options():
+    """Real MNIST when $ANYMLP_DATA holds it, else the bundled digits (no download)."""
+    folder = os.environ.get("ANYMLP_DATA")
+    if folder and (Path(folder) / "mnist.npz").is_file():
+        return ["--dataset", "mnist", "--no-download"], "MNIST", 784
+    return ["--dataset", "digits"], "digits", 64
+
+
+# ---------------------------------------------------------------------------
+# Options generated from get_params() and _parameter_constraints
+
+
+def test_every_parameter_has_an_option(parser):
+    train = parser._subparsers._group_actions[0].choices["train"]
+    dests = {action.dest for action in train._actions}
+    names = MLPClassifier().get_params()
+    assert {f"param:{name}" for name in names} <= dests
+    flags = {flag for action in train._actions for flag in action.option_strings}
+    assert {f"--{name.replace('_', '-')}" for name in names} <= flags
+    assert {alias for aliases in ALIASES.values() for alias in aliases} <= flags
+
+
+def test_defaults_are_the_cli_defaults_only(parser):
+    assert _params(parser) == CLI_DEFAULTS
+    estimator = MLPClassifier(**CLI_DEFAULTS)
+    estimator._validate_params()  # the CLI's defaults are valid estimator values
+
+
+def test_aliases(parser):
+    params = _params(parser, "--hidden", "512,256", "--epochs", "3", "--lr", "0.01", "--seed", "7",
+                     "--batch-size", "64", "--backend", "numpy", "--device", "cpu")
+    assert params["hidden_layer_sizes"] == (512, 256)
+    assert params["max_iter"] == 3 and isinstance(params["max_iter"], int)
+    assert params["learning_rate_init"] == 0.01
+    assert params["random_state"] == 7
+    assert params["batch_size"] == 64
+    assert params["backend"] == "numpy" and params["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    "options, name, expected",
+    [
+        (["--solver", "sgd"], "solver", "sgd"),
+        (["--activation", "tanh"], "activation", "tanh"),
+        (["--early-stopping"], "early_stopping", True),
+        (["--early-stopping", "false"], "early_stopping", False),
+        (["--early-stopping=yes"], "early_stopping", True),
+        (["--no-shuffle"], "shuffle", False),
+        (["--nesterovs-momentum", "0"], "nesterovs_momentum", False),
+        (["--batch-size", "auto"], "batch_size", "auto"),
+        (["--n-iter-no-change", "inf"], "n_iter_no_change", math.inf),
+        (["--n-iter-no-change", "3"], "n_iter_no_change", 3),
+        (["--random-state", "none"], "random_state", None),
+        (["--max_iter=4"], "max_iter", 4),  # scikit-learn's spelling
+        (["--alpha", "1e-3"], "alpha", 1e-3),
+        (["--verbose"], "verbose", True),
+        (["--verbose", "2"], "verbose", 2),
+        (["--hidden-layer-sizes", "(30, 20)"], "hidden_layer_sizes", (30, 20)),
+        (["--hidden", "64"], "hidden_layer_sizes", (64,)),
+        (["--validation-fraction", "0.2"], "validation_fraction", 0.2),
+    ],
+)
+def test_values_are_read_by_their_constraints(parser, options, name, expected):
+    params = _params(parser, *options)
+    assert params[name] == expected
+    assert type(params[name]) is type(expected)
+
+
+def test_every_option_builds_a_valid_estimator(parser):
+    params = _params(parser, "--solver", "sgd", "--learning-rate", "adaptive", "--momentum", "0.5",
+                     "--no-nesterovs-momentum", "--early-stopping", "--n-iter-no-change", "inf",
+                     "--hidden", "8,4", "--tol", "0", "--max-fun", "10", "--beta-1", "0.5",
+                     "--beta-2", "0.9", "--epsilon", "1e-7", "--power-t", "0.3", "--warm-start",
+                     "--backend", "none", "--device", "none", "--callbacks", "none")
+    MLPClassifier(**params)._validate_params()
+
+
+@pytest.mark.parametrize(
+    "options, pattern",
+    [
+        (["--solver", "newton"], r"argument --solver: invalid choice: 'newton'.*adam"),
+        (["--lr", "-1"], r"argument --learning-rate-init/--lr: invalid value: '-1'.*range"),
+        (["--epochs", "0"], r"argument --max-iter/--epochs: invalid value: '0'"),
+        (["--epochs", "2.5"], r"--max-iter/--epochs: invalid value"),
+        (["--hidden", "a,b"], r"--hidden-layer-sizes/--hidden: invalid value"),
+        (["--momentum", "2"], r"--momentum: invalid value: '2'.*\[0.0, 1.0\]"),
+        (["--early-stopping", "maybe"], r"--early-stopping: invalid value"),
+        (["--backend", "jax"], r"--backend: invalid choice: 'jax'"),
+        (["--dtype", "float16"], r"--dtype: invalid choice"),
+        (["--limit", "0"], r"--limit: must be a positive integer"),
+        (["--callbacks", "no_such_module:X"], r"cannot import callback"),
+    ],
+)
+def test_invalid_values_fail_cleanly(capsys, options, pattern):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *options])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: anymlp train")
+    assert re.search(pattern, err), err
+
+
+def test_callbacks_option_imports_and_instantiates(parser):
+    params = _params(parser, "--callbacks", "anymlp.progress:ProgressPrinter")
+    assert len(params["callbacks"]) == 1
+    assert isinstance(params["callbacks"][0], ProgressPrinter)
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "train" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# anymlp train
+
+
+def _read_accuracy(out):
+    return float(re.search(r"^test accuracy (\d\.\d+) \((\d+) samples\)$", out, re.M).group(1))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_train_tiny_run_prints_and_saves(tmp_path, capsys):
+    data, name, n_features = _train_data_options()
+    model = tmp_path / "models" / "mlp.joblib"
+    rc = main(["train", *data, "--limit", "1000", "--epochs", "2", "--hidden", "32",
+               "--batch-size", "100", "--dtype", "float32", "--save", str(model)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"training MLPClassifier(hidden_layer_sizes=(32,), solver='adam') on {name}")
+    assert re.search(rf"1000 x {n_features} float32, up to 2 epochs", out)
+    epoch_lines = re.findall(r"^epoch (\d)/2  loss (\d+\.\d+)  (\d+\.\d+) s  ([\d,]+) samples/s$", out, re.M)
+    assert [line[0] for line in epoch_lines] == ["1", "2"]
+    assert float(epoch_lines[1][1]) < float(epoch_lines[0][1])  # it learns
+    assert "stopped at max_iter=2" in out
+    assert re.search(r"^trained in \d+\.\d s \(2 epochs, 1000 samples\), total \d+\.\d s$", out, re.M)
+    assert re.search(r"^backend numpy on cpu$", out, re.M)
+    assert f"model saved to {model}" in out
+
+    loaded = joblib.load(model)
+    assert loaded.n_iter_ == 2 and loaded.hidden_layer_sizes == (32,)
+    assert loaded.callbacks is None  # the progress printer is not saved
+    X = np.random.default_rng(0).random((5, n_features), dtype=np.float32)
+    assert set(np.asarray(loaded.predict(X)).tolist()) <= set(range(10))
+    accuracy = _read_accuracy(out)
+    assert accuracy > (0.5 if name == "MNIST" else 0.2)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_train_report_and_validation_lines(tmp_path, capsys):
+    report = tmp_path / "report"
+    rc = main(["train", "--dataset", "digits", "--epochs", "3", "--hidden", "16", "--batch-size", "50",
+               "--lr", "0.01", "--early-stopping", "--report", str(report), "--dtype", "float64"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^epoch \d/3  loss \d+\.\d+  val \d\.\d{4}  ", out, re.M)) == 3
+    assert f"report written to {report / 'report.md'}" in out
+    pngs = ["learning_curves.png", "first_layer_weights.png", "confusion_matrix.png"]
+    markdown = (report / "report.md").read_text()
+    for name in pngs:
+        data = (report / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"]({name})" in markdown
+    assert f"| test accuracy | {_read_accuracy(out):.4f} |" in markdown
+    assert "digits (8x8)" in markdown
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_train_quiet_prints_only_results(capsys):
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("test accuracy")
+    assert not any(line.startswith(("epoch", "training")) for line in lines)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_train_falls_back_to_digits_without_mnist(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ANYMLP_DATA", raising=False)
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path))
+    assert main(["train", "--no-download", "--epochs", "1", "--hidden", "8", "--limit", "300"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("notice: MNIST not found")
+    assert "on digits (8x8): 300 x 64 float32" in out[1]
+
+
+def test_train_mnist_required_but_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ANYMLP_DATA", raising=False)
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path / "home"))
+    assert main(["train", "--data", str(tmp_path / "none.npz"), "--no-download"]) == 1
+    err = capsys.readouterr().err
+    assert "MNIST was not found" in err
+    assert str(tmp_path / "none.npz") in err and str(tmp_path / "home") in err
+
+
+# ---------------------------------------------------------------------------
+# anymlp info
+
+
+def test_info_text(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for name in ["numpy", "cupy", "torch", "array_api_strict", "scipy", "scikit-learn",
+                 "array-api-compat"]:
+        assert re.search(rf"^  {name} +\S", out, re.M), name
+    assert re.search(rf"^  numpy +{re.escape(np.__version__)}$", out, re.M)
+    assert "GPU" in out
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["namespaces"]["numpy"] == np.__version__
+    assert isinstance(info["gpus"], list)
+    assert info["libraries"]["scikit-learn"]
+
+
+def test_info_survives_broken_gpu_libraries(monkeypatch, capsys):
+    # import cupy / import torch raise ImportError, as when missing or broken
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["info"]) == 0
+    assert "none usable" in capsys.readouterr().out
+
+
+def test_python_dash_m_and_lazy_imports():
+    code = (
+        "import sys, anymlp.cli, anymlp.datasets, anymlp.plotting, anymlp.progress;"
+        "heavy = [m for m in ('torch', 'cupy', 'matplotlib', 'tqdm') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "anymlp", "info"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "array namespaces" in done.stdout
+
+
+# ---------------------------------------------------------------------------
+# anymlp.progress
+
+
+RECORD = {"epoch": 3, "loss": 0.1234567, "validation_score": 0.9, "seconds": 1.5,
+          "samples_per_second": 40000.0}
+
+
+def test_format_epoch():
+    assert format_epoch(RECORD, 12) == "epoch  3/12  loss 0.123457  val 0.9000  1.50 s  40,000 samples/s"
+    assert format_epoch({**RECORD, "validation_score": None}) == "epoch 3  loss 0.123457  1.50 s  40,000 samples/s"
+    # L-BFGS iterations have no meaningful throughput
+    assert format_epoch({**RECORD, "samples_per_second": float("nan")}).endswith("val 0.9000  1.50 s")
+
+
+def _drive(printer, epochs=2, batches=3):
+    printer.on_fit_begin(None, max_epochs=epochs, n_batches=batches)
+    for epoch in range(1, epochs + 1):
+        printer.on_epoch_begin(None, epoch=epoch)
+        for batch in range(1, batches + 1):
+            printer.on_batch_end(None, batch=batch, n_batches=batches)
+        printer.on_epoch_end(None, {**RECORD, "epoch": epoch})
+    printer.on_fit_end(None)
+
+
+def test_progress_plain_lines_when_not_a_terminal():
+    stream = io.StringIO()
+    printer = ProgressPrinter(stream)
+    _drive(printer)
+    assert stream.getvalue().splitlines() == [
+        format_epoch({**RECORD, "epoch": 1}, 2), format_epoch({**RECORD, "epoch": 2}, 2)]
+    assert [r["epoch"] for r in printer.records] == [1, 2]
+
+
+def test_progress_bar_when_asked():
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    _drive(ProgressPrinter(stream, bar=True))
+    text = stream.getvalue()
+    assert "epoch 1/2" in text and "epoch 2/2" in text
+    assert "3/3" in text and "loss=0.12346, val=0.9000" in text
+
+
+def test_progress_printer_pickles_without_its_stream():
+    printer = ProgressPrinter(io.StringIO())
+    _drive(printer, epochs=1)
+    clone = pickle.loads(pickle.dumps(printer))
+    assert clone.stream is None and len(clone.records) == 1

@@ -1,0 +1,141 @@
+"""anymlp.plotting: each plot returns matplotlib objects holding the estimator's numbers."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+from anymlp import MLPClassifier  # noqa: E402
+from anymlp.plotting import (  # noqa: E402
+    plot_confusion_matrix,
+    plot_first_layer_weights,
+    plot_learning_curves,
+    write_report,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:600] / 16.0, y[:600]
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X, y = digits
+    return MLPClassifier((12,), max_iter=6, early_stopping=True, learning_rate_init=0.01,
+                         random_state=0).fit(X, y)
+
+
+def test_learning_curves_with_validation(fitted):
+    ax = plot_learning_curves(fitted)
+    assert isinstance(ax, Axes) and isinstance(ax.figure, Figure)
+    (loss_line,) = ax.get_lines()
+    np.testing.assert_allclose(loss_line.get_ydata(), fitted.loss_curve_)
+    np.testing.assert_array_equal(loss_line.get_xdata(), np.arange(1, fitted.n_iter_ + 1))
+    (val_line,) = ax.right_axis.get_lines()
+    np.testing.assert_allclose(val_line.get_ydata(), fitted.validation_scores_)
+
+
+def test_learning_curves_without_validation_into_given_axes(digits):
+    X, y = digits
+    model = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, y)
+    ax = Figure().add_subplot()
+    assert plot_learning_curves(model, ax=ax) is ax
+    assert ax.right_axis is None and len(ax.get_lines()) == 1
+
+
+def test_learning_curves_lbfgs(digits):
+    X, y = digits
+    model = MLPClassifier((8,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    (line,) = plot_learning_curves(model).get_lines()
+    assert len(line.get_ydata()) >= 1
+    assert line.get_ydata()[-1] == pytest.approx(model.loss_)
+
+
+def test_first_layer_weights(fitted):
+    fig = plot_first_layer_weights(fitted)
+    assert isinstance(fig, Figure)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 12
+    weights = np.asarray(fitted.coefs_[0])
+    np.testing.assert_allclose(images[3].get_array(), weights[:, 3].reshape(8, 8))
+    assert images[0].get_clim() == pytest.approx((0.5 * weights.min(), 0.5 * weights.max()))
+
+
+def test_first_layer_weights_shape_and_limit(fitted):
+    fig = plot_first_layer_weights(fitted, image_shape=(4, 16), max_images=5)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 5 and images[0].get_array().shape == (4, 16)
+    with pytest.raises(ValueError, match="does not hold 64 features"):
+        plot_first_layer_weights(fitted, image_shape=(5, 5))
+
+
+def test_first_layer_weights_needs_a_shape_for_non_square_inputs(digits):
+    X, y = digits
+    model = MLPClassifier((4,), max_iter=2, random_state=0).fit(X[:, :10], y)
+    with pytest.raises(ValueError, match="not a square image"):
+        plot_first_layer_weights(model)
+    assert len(plot_first_layer_weights(model, image_shape=(2, 5)).axes) == 4
+
+
+def test_weights_on_device_arrays_are_brought_to_the_host():
+    torch = pytest.importorskip("torch")
+    fake = SimpleNamespace(coefs_=[torch.arange(16 * 3, dtype=torch.float32).reshape(16, 3)])
+    fig = plot_first_layer_weights(fake)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    np.testing.assert_array_equal(images[1].get_array(), np.arange(16 * 3).reshape(16, 3)[:, 1].reshape(4, 4))
+
+
+def test_plots_of_a_model_fit_on_torch(digits):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    model = MLPClassifier((6,), max_iter=3, random_state=0).fit(torch.asarray(X), torch.asarray(y))
+    fig = plot_first_layer_weights(model)
+    assert sum(len(ax.get_images()) for ax in fig.axes) == 6
+    ax = plot_confusion_matrix(model, torch.asarray(X), torch.asarray(y))
+    assert ax.confusion_matrix.sum() == len(y)
+
+
+def test_confusion_matrix(fitted, digits):
+    X, y = digits
+    ax = plot_confusion_matrix(fitted, X, y)
+    assert isinstance(ax, Axes)
+    matrix = ax.confusion_matrix
+    assert matrix.shape == (10, 10) and matrix.sum() == len(y)
+    assert np.trace(matrix) / len(y) == pytest.approx(fitted.score(X, y))
+    np.testing.assert_array_equal(ax.get_images()[0].get_array(), matrix)
+    assert len(ax.texts) == 100
+    normalized = plot_confusion_matrix(fitted, X, y, normalize="true").confusion_matrix
+    np.testing.assert_allclose(normalized.sum(axis=1), 1.0)
+
+
+def test_write_report(fitted, digits, tmp_path):
+    X, y = digits
+    paths = write_report(fitted, X, y, tmp_path / "out", summary={"dataset": "digits"})
+    assert set(paths) == {"report", "learning_curves", "first_layer_weights", "confusion_matrix"}
+    markdown = paths["report"].read_text()
+    for name in ["learning_curves", "first_layer_weights", "confusion_matrix"]:
+        assert paths[name].read_bytes()[:8] == PNG and paths[name].stat().st_size > 5000
+        assert f"]({name}.png)" in markdown
+    assert "| dataset | digits |" in markdown
+    assert f"| epochs | {fitted.n_iter_} |" in markdown
+    assert "| hidden_layer_sizes | `(12,)` |" in markdown
+
+
+def test_write_report_skips_weights_of_non_images(digits, tmp_path):
+    X, y = digits
+    model = MLPClassifier((4,), max_iter=2, random_state=0).fit(X[:, :10], y)
+    paths = write_report(model, X[:, :10], y, tmp_path)
+    assert "first_layer_weights" not in paths
+    assert not (tmp_path / "first_layer_weights.png").exists()
+    assert "First-layer weights" not in paths["report"].read_text()

@@ -1,0 +1,223 @@
+"""Bad input, divergence, interruption, determinism: clear errors and nothing lost."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
+
+from anymlp import DivergenceWarning, MLPClassifier, MLPRegressor
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:240] / 16.0, y[:240]
+
+
+def quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _with(X, row, col, value):
+    X = np.array(X, dtype=float)
+    X[row, col] = value
+    return X
+
+
+BAD_X = [
+    ("nan", lambda X: _with(X, 3, 2, np.nan), "contains NaN"),
+    ("inf", lambda X: _with(X, 0, 0, np.inf), "infinity"),
+    ("1d", lambda X: X[:, 0], "Expected 2D array"),
+    ("3d", lambda X: X[:, :, None], "dim 3|3D array"),
+    ("no rows", lambda X: X[:0], "0 sample"),
+    ("no features", lambda X: X[:, :0], "0 feature"),
+]
+
+
+@pytest.mark.parametrize("name, corrupt, match", BAD_X, ids=[b[0] for b in BAD_X])
+def test_bad_X_is_refused_before_training(backend, digits, name, corrupt, match):
+    X, y = digits
+    bad = corrupt(X)
+    Xb = backend.asarray(bad) if bad.ndim else bad
+    yb = backend.asarray(y[: bad.shape[0]]) if bad.shape[0] else backend.asarray(y[:0])
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(max_iter=1).fit(Xb, yb)
+
+
+def test_nan_in_targets_and_weights(backend, digits):
+    X, y = digits
+    y_bad = y.astype(float)
+    y_bad[5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MLPRegressor(max_iter=1).fit(backend.asarray(X), backend.asarray(y_bad))
+    sw = np.ones(len(y))
+    sw[2] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity|infinity"):
+        MLPClassifier(max_iter=1).fit(backend.asarray(X), backend.asarray(y), sample_weight=backend.asarray(sw))
+
+
+@pytest.mark.parametrize("weights, match", [
+    (-np.ones(240), "Negative values"),
+    (np.zeros(240), "at least one non-zero"),
+    (np.ones(7), "shape|length|samples"),
+])
+def test_bad_sample_weight(backend, digits, weights, match):
+    X, y = digits
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(max_iter=1).fit(backend.asarray(X), backend.asarray(y), sample_weight=backend.asarray(weights))
+
+
+def test_feature_count_mismatch_at_predict(backend, digits):
+    X, y = digits
+    clf = quiet(MLPClassifier((5,), max_iter=2).fit, backend.asarray(X), backend.asarray(y))
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(backend.asarray(X[:, :10]))
+
+
+def test_complex_and_object_input(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="[Cc]omplex"):
+        MLPClassifier(max_iter=1).fit(X + 1j, y)
+    with pytest.raises(ValueError):
+        MLPClassifier(max_iter=1).fit(np.array([["a", "b"]] * 10, dtype=object), np.arange(10) % 2)
+
+
+def test_complex_device_input_is_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="real numbers"):
+        MLPClassifier(max_iter=1).fit(torch.ones((10, 2), dtype=torch.complex64), torch.arange(10) % 2)
+
+
+def test_poisson_refuses_negative_targets(backend):
+    X, y = make_regression(n_samples=50, n_features=3, random_state=0)
+    with pytest.raises(ValueError, match="poisson.*y >= 0"):
+        MLPRegressor(loss="poisson", max_iter=1).fit(backend.asarray(X), backend.asarray(y))
+
+
+def test_partial_fit_with_unseen_label(digits):
+    X, y = digits
+    clf = MLPClassifier((5,)).partial_fit(X, y, classes=np.arange(10))
+    with pytest.raises(ValueError, match="classes not in"):
+        clf.partial_fit(X[:3], np.array([1, 2, 11]))
+
+
+# ---------------------------------------------------------------- nothing mutated
+
+
+def test_user_arrays_are_never_modified(backend, digits):
+    X, y = digits
+    sw = np.linspace(0.5, 2.0, len(y))
+    Xb, yb, swb = backend.asarray(X), backend.asarray(y), backend.asarray(sw)
+    before = [backend.numpy(a).copy() for a in (Xb, yb, swb)]
+    for solver in ("adam", "sgd", "lbfgs"):
+        clf = quiet(MLPClassifier((6,), solver=solver, max_iter=3, early_stopping=solver == "adam").fit, Xb, yb, sample_weight=swb)
+        clf.predict_proba(Xb)
+        clf.partial_fit(Xb, yb) if solver != "lbfgs" and not clf.early_stopping else None
+    for original, arr in zip(before, (Xb, yb, swb)):
+        np.testing.assert_array_equal(backend.numpy(arr), original)
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def test_divergence_stops_and_keeps_last_finite_weights(backend, digits):
+    X, y = make_regression(n_samples=200, n_features=5, random_state=0)
+    Xb, yb = backend.asarray(X), backend.asarray(y)
+    clf = MLPRegressor(hidden_layer_sizes=(20,), solver="sgd", learning_rate_init=0.5, max_iter=200, random_state=0)
+    with pytest.warns(DivergenceWarning, match=r"diverged at epoch (\d+).*learning_rate_init.*scale") as record:
+        clf.fit(Xb, yb)
+    epoch = int(record[0].message.args[0].split("epoch ")[1].split(":")[0])
+    assert clf.n_iter_ == epoch == len(clf.loss_curve_)
+    assert not np.isfinite(clf.loss_curve_[-1])
+    assert np.isfinite(backend.numpy(clf.predict(Xb))).all()
+    assert all(np.isfinite(backend.numpy(c)).all() for c in clf.coefs_)
+
+
+def test_divergence_with_early_stopping_keeps_best(digits):
+    X, y = make_regression(n_samples=200, n_features=5, random_state=0)
+    clf = MLPRegressor(hidden_layer_sizes=(20,), solver="sgd", learning_rate_init=0.5, max_iter=200,
+                       random_state=0, early_stopping=True)
+    with pytest.warns(DivergenceWarning):
+        clf.fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert np.isfinite(clf.predict(X)).all()
+
+
+def test_no_finite_epoch_raises_sklearn_error():
+    X = np.full((20, 3), np.finfo(np.float64).max / 10)
+    X[::2] *= -1
+    y = np.arange(20) % 2
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            MLPRegressor(max_iter=5).fit(X, y.astype(float))
+
+
+# ---------------------------------------------------------------- interruption
+
+
+class InterruptAt:
+    """A callback that presses Ctrl-C in the middle of epoch ``epoch``."""
+
+    def __init__(self, epoch):
+        self.epoch, self.current = epoch, 0
+
+    def on_epoch_begin(self, estimator, *, epoch):
+        self.current = epoch
+
+    def on_batch_end(self, estimator, *, batch, n_batches):
+        if self.current == self.epoch and batch == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_interrupt_keeps_last_completed_epoch(backend, digits, early_stopping):
+    X, y = digits
+    Xb, yb = backend.asarray(X), backend.asarray(y)
+    params = dict(hidden_layer_sizes=(10,), batch_size=32, random_state=0, early_stopping=early_stopping,
+                  n_iter_no_change=100)
+    reference = quiet(MLPClassifier(max_iter=3, **params).fit, Xb, yb)
+    clf = MLPClassifier(max_iter=10, callbacks=[InterruptAt(4)], **params)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        clf.fit(Xb, yb)
+    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 3
+    np.testing.assert_allclose(backend.numpy(clf.predict_proba(Xb)), backend.numpy(reference.predict_proba(Xb)), atol=1e-6)
+
+    # ...and a warm start continues from there.
+    clf.set_params(warm_start=True, callbacks=None, max_iter=2)
+    quiet(clf.fit, Xb, yb)
+    assert len(clf.loss_curve_) == 5
+
+
+# ---------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_same_seed_same_model(backend, digits, solver):
+    X, y = digits
+    Xb, yb = backend.asarray(X), backend.asarray(y)
+    fits = [quiet(MLPClassifier((8,), solver=solver, max_iter=3, random_state=7, early_stopping=solver == "sgd").fit, Xb, yb)
+            for _ in range(2)]
+    for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, fits[1].coefs_ + fits[1].intercepts_):
+        np.testing.assert_array_equal(backend.numpy(a), backend.numpy(b))
+
+
+# ---------------------------------------------------------------- bounded prediction
+
+
+def test_predict_in_small_chunks_gives_the_same_answer(monkeypatch, backend, digits):
+    import anymlp.estimators.base as base
+
+    X, y = digits
+    Xb = backend.asarray(X)
+    clf = quiet(MLPClassifier((8,), max_iter=3, random_state=0).fit, Xb, backend.asarray(y))
+    whole = backend.numpy(clf.predict_proba(Xb))
+    monkeypatch.setattr(base, "PREDICT_CHUNK_BYTES", 8 * 100 * 7)  # about 7 rows per chunk
+    np.testing.assert_allclose(backend.numpy(clf.predict_proba(Xb)), whole, atol=1e-6)
