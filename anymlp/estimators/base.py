@@ -219,6 +219,9 @@ class BaseMLP(BaseEstimator):
         self._backend = backend
         self._theta = to_device(theta, backend)
         self._history = History(early_stopping=self.early_stopping) if self.solver in _STOCHASTIC_SOLVERS else None
+        if self._history is not None and self.early_stopping:
+            # A first fit that never improves restores its initial weights, as scikit-learn does.
+            self._history.best_theta = backend.xp.asarray(self._theta, copy=True)
         for name in ("_optimizer",):
             self.__dict__.pop(name, None)
         self.n_iter_, self.t_ = 0, 0

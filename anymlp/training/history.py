@@ -14,7 +14,8 @@ class History:
 
     ``loss_curve``, ``validation_scores``, ``t`` and the best-so-far values
     carry over warm starts and ``partial_fit``; ``n_iter`` counts one fit call.
-    ``best_theta`` is the device snapshot restored by early stopping.
+    ``best_theta`` is the device snapshot restored by early stopping; None
+    means "the current weights" (as after a restore, see ``fit_stochastic``).
     """
 
     early_stopping: bool

@@ -162,8 +162,12 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
         theta = last_good
     finally:
         notify(callbacks, "on_fit_end", estimator)
-    if history.early_stopping and history.best_theta is not None:
-        theta = history.best_theta
+    if history.early_stopping:
+        if history.best_theta is not None:
+            theta = history.best_theta
+        # scikit-learn's restored coefs_ *are* its best-weights arrays, updated in place
+        # from then on: a later warm fit that never improves keeps its own last weights.
+        history.best_theta = None
     return theta
 
 

@@ -1,0 +1,817 @@
+"""The scikit-learn experience: signatures, validation, attributes, messages, ecosystem.
+
+Where a behaviour is scikit-learn's, the expected value comes from running
+scikit-learn 1.9.1 itself next to anymlp; where anymlp deliberately differs
+(see the reference's decision table) the test says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import re
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import sklearn
+from sklearn import neural_network as sk
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, UnsetMetadataPassedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import (
+    InvalidParameterError,
+    generate_invalid_param_val,
+    make_constraint,
+)
+
+import anymlp
+
+EXTRA_PARAMS = ("backend", "device", "callbacks")
+PAIRS = {
+    "clf": (anymlp.MLPClassifier, sk.MLPClassifier),
+    "reg": (anymlp.MLPRegressor, sk.MLPRegressor),
+}
+STOCHASTIC = ["sgd", "adam"]
+
+
+def _binary(n=80):
+    X, y = make_classification(n_samples=n, n_features=6, n_informative=4, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+def _multiclass(n=120):
+    X, y = load_digits(n_class=4, return_X_y=True)
+    return X[:n] / 16.0, y[:n]
+
+
+def _regression(n=80, n_targets=1):
+    X, y = make_regression(n_samples=n, n_features=5, n_targets=n_targets, noise=0.1, random_state=0)
+    return StandardScaler().fit_transform(X), y / np.std(y, axis=0)
+
+
+def _data(kind):
+    return _multiclass() if kind == "clf" else _regression()
+
+
+def _quiet_fit(est, X, y, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y, **kw)
+
+
+# ---------------------------------------------------------------------------
+# constructor signatures
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_signature_matches_sklearn(kind):
+    ours, ref = PAIRS[kind]
+    ours_params = list(inspect.signature(ours).parameters.values())
+    ref_params = list(inspect.signature(ref).parameters.values())
+    assert [p.name for p in ours_params[-len(EXTRA_PARAMS):]] == list(EXTRA_PARAMS)
+    for p in ours_params[-len(EXTRA_PARAMS):]:
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is None
+    head = ours_params[: -len(EXTRA_PARAMS)]
+    assert [(p.name, p.kind, p.default) for p in head] == [(p.name, p.kind, p.default) for p in ref_params]
+    if kind == "reg":
+        assert head[0].name == "loss" and head[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_get_params_and_defaults_match_sklearn(kind):
+    ours, ref = PAIRS[kind]
+    p_ours, p_ref = ours().get_params(), ref().get_params()
+    for name in EXTRA_PARAMS:
+        assert p_ours.pop(name) is None
+    assert p_ours == p_ref
+
+
+def test_regressor_positional_loss_first():
+    ours = anymlp.MLPRegressor("poisson", (5,), "tanh")
+    assert (ours.loss, ours.hidden_layer_sizes, ours.activation) == ("poisson", (5,), "tanh")
+    X, y = _regression()
+    # as in scikit-learn >= 1.7, a tuple in first position is an invalid loss
+    with pytest.raises(InvalidParameterError, match="'loss' parameter"):
+        anymlp.MLPRegressor((5,)).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="'loss' parameter"):
+        sk.MLPRegressor((5,)).fit(X, y)
+    with pytest.raises(TypeError):
+        anymlp.MLPRegressor("squared_error", (5,), "relu", "adam")  # solver is keyword-only
+
+
+def test_classifier_loss_attribute_not_param():
+    est = anymlp.MLPClassifier()
+    assert est.loss == sk.MLPClassifier().loss == "log_loss"
+    assert "loss" not in est.get_params()
+
+
+# ---------------------------------------------------------------------------
+# parameter validation
+
+
+def _invalid_values(kind):
+    """One generated invalid value per parameter, from scikit-learn's own constraints."""
+    _, ref = PAIRS[kind]
+    for name, constraints in ref._parameter_constraints.items():
+        made = [make_constraint(c) for c in constraints]
+        for c in made:
+            try:
+                value = generate_invalid_param_val(c)
+            except NotImplementedError:
+                continue
+            if any(m.is_satisfied_by(value) for m in made):
+                continue
+            yield name, value
+        # a value of the wrong type altogether
+        yield name, object()
+
+
+INVALID = [(kind, name, value) for kind in PAIRS for name, value in _invalid_values(kind)]
+
+
+@pytest.mark.parametrize(
+    "kind, name, value", INVALID, ids=[f"{k}-{n}-{type(v).__name__}" for k, n, v in INVALID]
+)
+def test_invalid_parameter_raises_like_sklearn(kind, name, value):
+    X, y = _binary(30)
+    ours, ref = PAIRS[kind]
+    with pytest.raises(InvalidParameterError) as ref_err:
+        ref(**{name: value}).fit(X, y)
+    est = ours(**{name: value})  # constructing never validates
+    with pytest.raises(InvalidParameterError) as our_err:
+        est.fit(X, y)
+    assert _normalized(str(our_err.value)) == _normalized(str(ref_err.value))
+
+
+def _normalized(message):
+    """Drop object addresses and the (hash-dependent) order of options inside braces."""
+    message = re.sub(r" at 0x[0-9a-f]+", "", message)
+    return re.sub(r"\{([^{}]*)\}", lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}", message)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(alpha=-1.0),
+        dict(solver="foo"),
+        dict(activation="leaky"),
+        dict(momentum=2.0),
+        dict(momentum=-0.1),
+        dict(n_iter_no_change=0),
+        dict(learning_rate_init=0.0),
+        dict(batch_size=0),
+        dict(max_iter=0),
+        dict(max_fun=0),
+        dict(beta_1=1.0),
+        dict(beta_2=1.0),
+        dict(epsilon=0.0),
+        dict(validation_fraction=1.0),
+        dict(learning_rate="optimal"),
+        dict(shuffle="yes"),
+        dict(tol=-1e-3),
+        dict(backend="jax-not-a-backend"),
+        dict(callbacks="progress"),
+    ],
+)
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_named_invalid_values(kind, params):
+    X, y = _binary(30)
+    ours, ref = PAIRS[kind]
+    with pytest.raises(InvalidParameterError, match=f"'{next(iter(params))}' parameter"):
+        ours(**params).fit(X, y)
+    if not set(params) & set(EXTRA_PARAMS):
+        with pytest.raises(InvalidParameterError):
+            ref(**params).fit(X, y)
+    if kind == "clf" and "solver" not in params:  # partial_fit validates too
+        with pytest.raises(InvalidParameterError):
+            ours(**params).partial_fit(X, y, classes=[0, 1])
+
+
+def test_invalid_parameter_error_is_value_error():
+    assert issubclass(InvalidParameterError, ValueError) and issubclass(InvalidParameterError, TypeError)
+
+
+@pytest.mark.parametrize("hidden", [[0], [3, 0], (5, -1), 0, -2])
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_hidden_layer_sizes_not_positive(kind, hidden):
+    X, y = _binary(30)
+    ours, ref = PAIRS[kind]
+    errors = []
+    for cls in (ours, ref):
+        with pytest.raises(ValueError) as err:
+            cls(hidden_layer_sizes=hidden).fit(X, y)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1]
+    if not isinstance(hidden, int):
+        assert errors[0] == "hidden_layer_sizes must be > 0, got %s." % list(hidden)
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_validation_fraction_zero_with_early_stopping_raises(kind):
+    X, y = _data(kind)
+    ours, ref = PAIRS[kind]
+    for cls in (ours, ref):
+        with pytest.raises(ValueError):
+            cls(early_stopping=True, validation_fraction=0.0, max_iter=2).fit(X, y)
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_validation_set_too_small(kind):
+    X, y = _binary(10) if kind == "clf" else _regression(10)
+    ours, ref = PAIRS[kind]
+    messages = []
+    for cls in (ours, ref):
+        with pytest.raises(ValueError) as err:
+            cls(early_stopping=True, validation_fraction=0.1, max_iter=2, random_state=0).fit(X, y)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
+# ---------------------------------------------------------------------------
+# fitted attributes
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_fitted_attributes_per_solver(kind, solver, early_stopping):
+    X, y = _data(kind)
+    ours, ref = PAIRS[kind]
+    params = dict(hidden_layer_sizes=(5, 4), solver=solver, early_stopping=early_stopping, max_iter=5,
+                  random_state=0)
+    a, b = _quiet_fit(ours(**params), X, y), _quiet_fit(ref(**params), X, y)
+    for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
+        assert hasattr(a, name) == hasattr(b, name) == (solver != "lbfgs"), name
+    for name in ("coefs_", "intercepts_", "n_layers_", "n_outputs_", "out_activation_", "n_iter_", "t_", "loss_",
+                 "n_features_in_"):
+        assert hasattr(a, name), name
+    assert a.n_layers_ == b.n_layers_ == 4
+    assert a.n_outputs_ == b.n_outputs_
+    assert isinstance(a.coefs_, list) and isinstance(a.intercepts_, list)
+    assert len(a.coefs_) == len(a.intercepts_) == a.n_layers_ - 1
+    assert isinstance(a.n_iter_, int) and isinstance(a.t_, int)
+    assert float(a.loss_) == pytest.approx(float(b.loss_), rel=1e-8)
+    if solver == "lbfgs":
+        assert a.t_ == b.t_ == 0
+    elif early_stopping:
+        assert a.best_loss_ is None
+        assert isinstance(a.validation_scores_, list) and len(a.validation_scores_) == a.n_iter_
+        assert a.best_validation_score_ == max(a.validation_scores_)
+    else:
+        assert a.validation_scores_ is None and a.best_validation_score_ is None
+        assert a.best_loss_ == min(a.loss_curve_)
+        assert len(a.loss_curve_) == a.n_iter_
+        assert a.t_ == a.n_iter_ * X.shape[0]
+
+
+def test_lbfgs_after_stochastic_drops_stochastic_attributes():
+    X, y = _binary()
+    est = _quiet_fit(anymlp.MLPClassifier(hidden_layer_sizes=(3,), solver="adam", max_iter=3), X, y)
+    assert hasattr(est, "loss_curve_")
+    _quiet_fit(est.set_params(solver="lbfgs"), X, y)
+    assert not hasattr(est, "loss_curve_") and not hasattr(est, "best_loss_")
+
+
+def _multilabel():
+    X, _ = _binary(60)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 2] > 0], axis=1).astype(int)
+    return X, Y
+
+
+@pytest.mark.parametrize(
+    "make, expected", [(_binary, "logistic"), (_multiclass, "softmax"), (_multilabel, "logistic")],
+    ids=["binary", "multiclass", "multilabel"],
+)
+def test_out_activation_classifier(make, expected):
+    X, y = make()
+    a = _quiet_fit(anymlp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0), X, y)
+    b = _quiet_fit(sk.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0), X, y)
+    assert a.out_activation_ == b.out_activation_ == expected
+    assert a.n_outputs_ == b.n_outputs_
+    assert isinstance(a.classes_, np.ndarray)
+    np.testing.assert_array_equal(a.classes_, b.classes_)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+@pytest.mark.parametrize("loss, expected", [("squared_error", "identity"), ("poisson", "exp")])
+def test_out_activation_regressor(loss, expected):
+    X, y = _regression()
+    y = np.abs(y)
+    a = _quiet_fit(anymlp.MLPRegressor(loss=loss, hidden_layer_sizes=(3,), max_iter=2), X, y)
+    b = _quiet_fit(sk.MLPRegressor(loss=loss, hidden_layer_sizes=(3,), max_iter=2), X, y)
+    assert a.out_activation_ == b.out_activation_ == expected
+
+
+def test_classes_string_labels_numpy():
+    X, y = _multiclass()
+    labels = np.array(["zero", "one", "two", "three"])[y]
+    est = _quiet_fit(anymlp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0), X, labels)
+    assert isinstance(est.classes_, np.ndarray)
+    np.testing.assert_array_equal(est.classes_, np.unique(labels))
+    assert set(est.predict(X)) <= set(labels)
+
+
+def test_partial_fit_accumulates_t_and_n_iter_is_one():
+    X, y = _multiclass()
+    est = anymlp.MLPClassifier(hidden_layer_sizes=(4,), solver="sgd", random_state=0)
+    for i in range(3):
+        est.partial_fit(X, y, classes=np.unique(y) if i == 0 else None)
+        assert est.n_iter_ == 1
+        assert est.t_ == (i + 1) * X.shape[0]
+        assert len(est.loss_curve_) == i + 1
+
+
+def test_n_iter_reset_each_fit_t_accumulates_with_warm_start():
+    X, y = _regression()
+    for cls in PAIRS["reg"]:
+        est = _quiet_fit(cls(hidden_layer_sizes=(4,), max_iter=3, warm_start=True, random_state=0), X, y)
+        _quiet_fit(est.set_params(max_iter=2), X, y)
+        assert est.n_iter_ == 2
+        assert est.t_ == 5 * X.shape[0]
+        assert len(est.loss_curve_) == 5
+
+
+# ---------------------------------------------------------------------------
+# verbose output
+
+
+def _stdout_of(capsys, est, X, y, method="fit", **kw):
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        getattr(est, method)(X, y, **kw)
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(solver="sgd", max_iter=8),
+        dict(solver="adam", max_iter=8),
+        dict(solver="adam", max_iter=40, tol=0.5, n_iter_no_change=2),  # training-loss stop
+        dict(solver="sgd", early_stopping=True, max_iter=8),
+        dict(solver="adam", early_stopping=True, max_iter=40, tol=0.5, n_iter_no_change=2),  # validation stop
+        dict(solver="sgd", learning_rate="adaptive", tol=1.0, n_iter_no_change=1, max_iter=60),
+        dict(solver="sgd", learning_rate="adaptive", early_stopping=True, tol=1.0, n_iter_no_change=1,
+             max_iter=60),
+    ],
+    ids=["sgd", "adam", "adam-stop", "sgd-es", "adam-es-stop", "sgd-adaptive", "sgd-adaptive-es"],
+)
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_verbose_output_identical_to_sklearn(capsys, kind, params):
+    X, y = _data(kind)
+    ours, ref = PAIRS[kind]
+    params = dict(hidden_layer_sizes=(6,), verbose=True, random_state=0, learning_rate_init=0.01, **params)
+    out_ours = _stdout_of(capsys, ours(**params), X, y)
+    out_ref = _stdout_of(capsys, ref(**params), X, y)
+    assert out_ref.startswith("Iteration 1, loss = ")
+    assert out_ours == out_ref
+    if "tol" in params:
+        assert "Stopping." in out_ref
+    if params.get("learning_rate") == "adaptive":
+        assert "Setting learning rate to" in out_ref and "Learning rate too small. Stopping." in out_ref
+
+
+def test_verbose_partial_fit_identical(capsys):
+    X, y = _multiclass()
+    outs = []
+    for cls in PAIRS["clf"]:
+        est = cls(hidden_layer_sizes=(4,), verbose=True, random_state=0)
+        outs.append(_stdout_of(capsys, est, X, y, method="partial_fit", classes=np.unique(y))
+                    + _stdout_of(capsys, est, X, y, method="partial_fit"))
+    assert outs[0] == outs[1]
+    assert outs[0].count("Iteration 1, loss") == 2
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_verbose_lbfgs_prints_one_line_per_iteration(capsys, kind):
+    """Deliberate improvement: scikit-learn (scipy >= 1.15) is silent for L-BFGS."""
+    X, y = _data(kind)
+    ours, ref = PAIRS[kind]
+    params = dict(solver="lbfgs", hidden_layer_sizes=(5,), max_iter=7, random_state=0, verbose=True)
+    out_ref = _stdout_of(capsys, ref(**params), X, y)
+    est = ours(**params)
+    out_ours = _stdout_of(capsys, est, X, y)
+    assert out_ref == ""
+    lines = out_ours.splitlines()
+    assert len(lines) == est.n_iter_ == 7
+    for i, line in enumerate(lines, 1):
+        assert re.fullmatch(r"Iteration %d, loss = \d+\.\d{8}" % i, line), line
+    assert lines[-1] == "Iteration 7, loss = %.8f" % est.loss_
+    losses = [float(line.rsplit("=", 1)[1]) for line in lines]
+    assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))  # L-BFGS iterates descend
+    assert _stdout_of(capsys, ours(**{**params, "verbose": False}), X, y) == ""
+
+
+def test_not_verbose_is_silent(capsys):
+    X, y = _binary()
+    for solver in ("sgd", "adam"):
+        assert _stdout_of(capsys, anymlp.MLPClassifier(solver=solver, max_iter=3), X, y) == ""
+
+
+# ---------------------------------------------------------------------------
+# warnings
+
+
+def _warnings_of(fn, category=Warning):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fn()
+    return [str(w.message) for w in rec if issubclass(w.category, category)]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [dict(solver="sgd", max_iter=3), dict(solver="adam", max_iter=2), dict(solver="lbfgs", max_iter=2),
+     dict(solver="lbfgs", max_iter=100, max_fun=3), dict(solver="adam", max_iter=3, early_stopping=True)],
+    ids=["sgd", "adam", "lbfgs-maxiter", "lbfgs-maxfun", "adam-es"],
+)
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_convergence_warning_text_matches_sklearn(kind, params):
+    X, y = _data(kind)
+    ours, ref = PAIRS[kind]
+    params = dict(hidden_layer_sizes=(5,), random_state=0, **params)
+    w_ours = _warnings_of(lambda: ours(**params).fit(X, y), ConvergenceWarning)
+    w_ref = _warnings_of(lambda: ref(**params).fit(X, y), ConvergenceWarning)
+    assert len(w_ref) == 1
+    assert w_ours == w_ref
+    if params["solver"] != "lbfgs":
+        assert w_ours[0] == (
+            "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't converged yet."
+            % params["max_iter"]
+        )
+
+
+def test_no_convergence_warning_when_converged():
+    X, y = _binary()
+    params = dict(hidden_layer_sizes=(5,), random_state=0, solver="adam", tol=1.0, n_iter_no_change=1,
+                  max_iter=50)
+    assert _warnings_of(lambda: anymlp.MLPClassifier(**params).fit(X, y), ConvergenceWarning) == []
+
+
+@pytest.mark.parametrize("solver", STOCHASTIC)
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_no_convergence_warning_from_partial_fit(kind, solver):
+    X, y = _data(kind)
+    est = PAIRS[kind][0](hidden_layer_sizes=(4,), solver=solver, max_iter=1)
+    kw = {"classes": np.unique(y)} if kind == "clf" else {}
+    assert _warnings_of(lambda: est.partial_fit(X, y, **kw), ConvergenceWarning) == []
+    assert _warnings_of(lambda: est.partial_fit(X, y), ConvergenceWarning) == []
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_batch_size_clipping_warning(kind):
+    X, y = _data(kind)
+    ours, ref = PAIRS[kind]
+    results = []
+    for cls in (ours, ref):
+        est = cls(hidden_layer_sizes=(3,), batch_size=X.shape[0] + 50, max_iter=2, random_state=0)
+        w = _warnings_of(lambda: est.fit(X, y), UserWarning)
+        w = [m for m in w if "batch_size" in m]
+        results.append((w, est.t_, est.n_iter_))
+    assert results[0] == results[1]
+    assert results[0][0] == ["Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"]
+    # batch_size is ignored by lbfgs: no warning there
+    est = ours(hidden_layer_sizes=(3,), batch_size=10_000, solver="lbfgs", max_iter=2)
+    assert [m for m in _warnings_of(lambda: est.fit(X, y)) if "batch_size" in m] == []
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_column_vector_y_warns_data_conversion(kind):
+    X, y = _binary() if kind == "clf" else _regression()
+    ours, ref = PAIRS[kind]
+    w_ours = _warnings_of(lambda: _quiet_fit(ours(hidden_layer_sizes=(3,), max_iter=2), X, y[:, None]),
+                          DataConversionWarning)
+    w_ref = _warnings_of(lambda: _quiet_fit(ref(hidden_layer_sizes=(3,), max_iter=2), X, y[:, None]),
+                         DataConversionWarning)
+    assert len(w_ours) == 1 and w_ours == w_ref
+
+
+# ---------------------------------------------------------------------------
+# partial_fit
+
+
+def test_partial_fit_classes_required_on_first_call():
+    X, y = _binary()
+    for cls in PAIRS["clf"]:
+        with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit."):
+            cls(solver="sgd").partial_fit(X, y)
+
+
+def test_partial_fit_unseen_label_raises_like_sklearn():
+    X, y = _multiclass()
+    messages = []
+    for cls in PAIRS["clf"]:
+        est = cls(solver="sgd", hidden_layer_sizes=(3,))
+        est.partial_fit(X, y, classes=[0, 1, 2, 3])
+        with pytest.raises(ValueError) as err:
+            est.partial_fit(X, np.where(y == 0, 7, y))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert "`y` has classes not in `self.classes_`" in messages[0]
+
+
+def test_partial_fit_unavailable_for_lbfgs():
+    for cls in PAIRS["clf"]:
+        assert not hasattr(cls(solver="lbfgs"), "partial_fit")
+    # our fix: the regressor behaves like the classifier (scikit-learn's regressor has it)
+    assert not hasattr(anymlp.MLPRegressor(solver="lbfgs"), "partial_fit")
+    assert hasattr(sk.MLPRegressor(solver="lbfgs"), "partial_fit")
+    for cls in (anymlp.MLPClassifier, anymlp.MLPRegressor):
+        with pytest.raises(AttributeError, match="partial_fit") as err:
+            cls(solver="lbfgs").partial_fit
+        assert "only available for stochastic optimizers" in str(err.value.__cause__)
+        assert hasattr(cls(solver="sgd"), "partial_fit") and hasattr(cls(solver="adam"), "partial_fit")
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_partial_fit_rejects_early_stopping(kind):
+    X, y = _data(kind)
+    kw = {"classes": np.unique(y)} if kind == "clf" else {}
+    for cls in PAIRS[kind]:
+        with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+            cls(early_stopping=True).partial_fit(X, y, **kw)
+    # even after a fit
+    est = _quiet_fit(PAIRS[kind][0](early_stopping=True, hidden_layer_sizes=(3,), max_iter=2), X, y)
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        est.partial_fit(X, y)
+
+
+def test_partial_fit_returns_self_and_works_after_pickle():
+    X, y = _multiclass()
+    est = anymlp.MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+    assert est.partial_fit(X, y, classes=np.unique(y)) is est
+    again = pickle.loads(pickle.dumps(est))
+    ref = pickle.loads(pickle.dumps(est))
+    again.partial_fit(X, y)
+    ref.partial_fit(X, y)
+    np.testing.assert_array_equal(again.coefs_[0], ref.coefs_[0])
+    assert again.t_ == 2 * X.shape[0]
+
+
+# ---------------------------------------------------------------------------
+# warm_start
+
+
+def test_warm_start_different_classes_message_matches_sklearn():
+    X, y = _multiclass()
+    messages = []
+    for cls in PAIRS["clf"]:
+        est = _quiet_fit(cls(warm_start=True, hidden_layer_sizes=(3,), max_iter=2), X, y)
+        with pytest.raises(ValueError) as err:
+            _quiet_fit(est, X, np.minimum(y, 2))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("warm_start can only be used where `y` has the same classes")
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_warm_start_continues_from_previous_coefs(kind, solver):
+    X, y = _data(kind)
+    cls = PAIRS[kind][0]
+    params = dict(hidden_layer_sizes=(5,), solver=solver, random_state=0, max_iter=4, learning_rate_init=0.01)
+    warm = _quiet_fit(cls(warm_start=True, **params), X, y)
+    loss_after_first = warm.loss_
+    _quiet_fit(warm, X, y)
+    cold = _quiet_fit(cls(**params), X, y)
+    _quiet_fit(cold, X, y)
+    assert not np.allclose(warm.coefs_[0], cold.coefs_[0])  # the cold refit started over
+    assert warm.loss_ < loss_after_first
+    # a warm start also begins from weights the user assigned, as in scikit-learn
+    fitted = []
+    for c in PAIRS[kind]:
+        est = _quiet_fit(c(warm_start=True, **params), X, y)
+        est.coefs_ = [np.full_like(w, 0.01) for w in est.coefs_]
+        est.intercepts_ = [np.full_like(b, -0.02) for b in est.intercepts_]
+        np.testing.assert_array_equal(est.coefs_[0], 0.01)
+        fitted.append(_quiet_fit(est, X, y))
+    for a, b in zip(fitted[0].coefs_, fitted[1].coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# our fixes and sample_weight checks
+
+
+def test_poisson_negative_y_raises():
+    X, y = _regression()
+    with pytest.raises(ValueError, match="poisson"):
+        anymlp.MLPRegressor(loss="poisson", max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="poisson"):
+        anymlp.MLPRegressor(loss="poisson", solver="sgd").partial_fit(X, y)
+    _quiet_fit(anymlp.MLPRegressor(loss="poisson", max_iter=2), X, np.abs(y))  # fine
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_all_zero_sample_weight_raises(kind):
+    X, y = _data(kind)
+    sw = np.zeros(X.shape[0])
+    for cls in PAIRS[kind]:
+        with pytest.raises(ValueError, match="at least one non-zero"):
+            cls(max_iter=2).fit(X, y, sample_weight=sw)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_negative_sample_weight_raises(kind, solver):
+    X, y = _data(kind)
+    sw = np.ones(X.shape[0])
+    sw[3] = -1.0
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        PAIRS[kind][0](solver=solver, max_iter=2).fit(X, y, sample_weight=sw)
+
+
+def test_sample_weight_wrong_length_raises():
+    X, y = _binary()
+    with pytest.raises(ValueError):
+        anymlp.MLPClassifier(max_iter=2).fit(X, y, sample_weight=np.ones(5))
+
+
+def test_nonfinite_X_rejected_like_sklearn():
+    X, y = _binary()
+    X = X.copy()
+    X[0, 0] = np.nan
+    messages = []
+    for cls in PAIRS["clf"]:
+        with pytest.raises(ValueError) as err:
+            cls(max_iter=2).fit(X, y)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
+def test_nonfinite_weights_error_like_sklearn():
+    rng = np.random.RandomState(0)
+    X = np.finfo(np.float64).max * rng.uniform(size=(10, 2))
+    y = rng.standard_normal(size=10)
+    messages = []
+    for cls in PAIRS["reg"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with np.errstate(all="ignore"), pytest.raises(ValueError) as err:
+                cls(solver="sgd", hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("Solver produced non-finite parameter weights.")
+
+
+# ---------------------------------------------------------------------------
+# the ecosystem
+
+
+def test_dataframe_feature_names_and_warning():
+    pd = pytest.importorskip("pandas")
+    X, y = _binary()
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    msgs = []
+    for cls in PAIRS["clf"]:
+        est = _quiet_fit(cls(hidden_layer_sizes=(3,), max_iter=3, random_state=0), df, y)
+        np.testing.assert_array_equal(est.feature_names_in_, df.columns.to_numpy())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            est.predict(df)  # no warning with names
+        msgs.append(_warnings_of(lambda: est.predict(X), UserWarning))
+        with pytest.raises(ValueError, match="feature names"):
+            est.predict(df.rename(columns={"f0": "other"}))
+    assert len(msgs[0]) == 1 and msgs[0] == msgs[1]
+    assert "X does not have valid feature names" in msgs[0][0]
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_pipeline_grid_search_cross_val(kind):
+    X, y = _data(kind)
+    est = PAIRS[kind][0](hidden_layer_sizes=(4,), max_iter=5, random_state=0, solver="lbfgs")
+    pipe = make_pipeline(StandardScaler(), est)
+    _quiet_fit(pipe, X, y)
+    assert pipe.predict(X).shape == (X.shape[0],)
+    step = pipe.steps[-1][0]
+    assert step == ("mlpclassifier" if kind == "clf" else "mlpregressor")
+    grid = GridSearchCV(pipe, {f"{step}__alpha": [1e-4, 1.0], f"{step}__hidden_layer_sizes": [(2,), 3]}, cv=2)
+    _quiet_fit(grid, X, y)
+    assert len(grid.cv_results_["params"]) == 4
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+    best = grid.best_estimator_[-1]
+    assert type(best) is type(est) and best is not est
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = cross_val_score(est, X, y, cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+
+
+def test_clone_unfitted_and_equal_params():
+    X, y = _binary()
+    est = _quiet_fit(anymlp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, alpha=0.3, backend="numpy"), X, y)
+    c = clone(est)
+    assert c.get_params() == est.get_params()
+    assert not hasattr(c, "coefs_") and not hasattr(c, "n_iter_")
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_pickle_and_joblib_round_trip(tmp_path, kind, solver):
+    X, y = _data(kind)
+    est = _quiet_fit(PAIRS[kind][0](hidden_layer_sizes=(4,), solver=solver, max_iter=4, random_state=0), X, y)
+    loaded = pickle.loads(pickle.dumps(est))
+    path = tmp_path / "model.joblib"
+    joblib.dump(est, path)
+    loaded2 = joblib.load(path)
+    for other in (loaded, loaded2):
+        np.testing.assert_array_equal(other.predict(X), est.predict(X))
+        if kind == "clf":
+            np.testing.assert_array_equal(other.predict_proba(X), est.predict_proba(X))
+        assert other.get_params() == est.get_params()
+        for name in ("n_iter_", "t_", "loss_", "n_layers_", "n_outputs_", "out_activation_"):
+            assert getattr(other, name) == getattr(est, name)
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_score_returns_python_float_like_sklearn(kind):
+    X, y = _data(kind)
+    a, b = (_quiet_fit(cls(hidden_layer_sizes=(4,), max_iter=4, random_state=0), X, y) for cls in PAIRS[kind])
+    s = a.score(X, y)
+    assert type(s) is float
+    assert s == pytest.approx(b.score(X, y), abs=1e-12)
+    sw = np.linspace(0.1, 1.0, X.shape[0])
+    assert a.score(X, y, sample_weight=sw) == pytest.approx(b.score(X, y, sample_weight=sw), abs=1e-12)
+
+
+def test_predict_log_proba_is_log_predict_proba():
+    X, y = _multiclass()
+    est = _quiet_fit(anymlp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0), X, y)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(est.predict_log_proba(X), np.log(est.predict_proba(X)))
+    P = est.predict_proba(X)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-12)
+    assert not hasattr(est, "decision_function")  # as in scikit-learn
+
+
+def test_binary_predict_proba_stacks_like_sklearn():
+    X, y = _binary()
+    a, b = (_quiet_fit(cls(hidden_layer_sizes=(4,), max_iter=5, random_state=0), X, y) for cls in PAIRS["clf"])
+    P = a.predict_proba(X)
+    assert P.shape == (X.shape[0], 2)
+    np.testing.assert_array_equal(P[:, 0], 1 - P[:, 1])
+    np.testing.assert_allclose(P, b.predict_proba(X), atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_sparse_same_as_dense(kind, fmt, solver):
+    X, y = _data(kind)
+    X = np.where(np.abs(X) < 0.5, 0.0, X)  # really sparse
+    Xs = sp.csr_matrix(X) if fmt == "csr" else sp.csc_matrix(X)
+    params = dict(hidden_layer_sizes=(5,), solver=solver, max_iter=5, random_state=0, early_stopping=solver == "sgd")
+    dense = _quiet_fit(PAIRS[kind][0](**params), X, y)
+    sparse = _quiet_fit(PAIRS[kind][0](**params), Xs, y)
+    for a, b in zip(dense.coefs_, sparse.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sparse.predict(Xs), dense.predict(X), atol=1e-10)
+    np.testing.assert_allclose(sparse.predict(X), dense.predict(Xs), atol=1e-10)
+
+
+def test_tags_like_sklearn():
+    for kind in PAIRS:
+        ours, ref = PAIRS[kind]
+        t_ours, t_ref = ours().__sklearn_tags__(), ref().__sklearn_tags__()
+        assert t_ours.input_tags.sparse == t_ref.input_tags.sparse is True
+        assert t_ours.estimator_type == t_ref.estimator_type
+    assert anymlp.MLPClassifier().__sklearn_tags__().classifier_tags.multi_label is True
+
+
+# ---------------------------------------------------------------------------
+# metadata routing
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_metadata_routing_sample_weight(kind):
+    X, y = _data(kind)
+    sw = np.where(np.arange(X.shape[0]) % 2 == 0, 1.0, 0.1)
+    params = dict(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=10, random_state=0)
+    cls = PAIRS[kind][0]
+    with sklearn.config_context(enable_metadata_routing=True):
+        routing = cls().get_metadata_routing()
+        assert "sample_weight" in routing.fit.requests
+        assert "sample_weight" in routing.score.requests
+        est = cls(**params).set_fit_request(sample_weight=True).set_score_request(sample_weight=False)
+        pipe = Pipeline([("scale", StandardScaler().set_fit_request(sample_weight=False)), ("mlp", est)])
+        _quiet_fit(pipe, X, y, sample_weight=sw)
+        # without requesting it, routing refuses the metadata
+        unrequested = Pipeline([("scale", StandardScaler().set_fit_request(sample_weight=False)),
+                                ("mlp", cls(**params))])
+        with pytest.raises(UnsetMetadataPassedError, match=r"sample_weight.*MLP"):
+            unrequested.fit(X, y, sample_weight=sw)
+        est_pf = cls(hidden_layer_sizes=(3,)).set_partial_fit_request(sample_weight=True)
+        assert est_pf.get_metadata_routing().partial_fit.requests["sample_weight"] is True
+    # the routed weights reached the model: same as fitting the steps by hand
+    Xt = StandardScaler().fit_transform(X)
+    direct = _quiet_fit(cls(**params), Xt, y, sample_weight=sw)
+    np.testing.assert_allclose(pipe[-1].coefs_[0], direct.coefs_[0], rtol=1e-10, atol=1e-12)
+    unweighted = _quiet_fit(cls(**params), Xt, y)
+    assert not np.allclose(unweighted.coefs_[0], direct.coefs_[0])
