@@ -50,34 +50,48 @@ def _config_stack():
     return _config.stack
 
 
+_UNSET = object()
+_ENV = {"backend": "ANYMLP_BACKEND", "device": "ANYMLP_DEVICE", "fit_memory_budget": "ANYMLP_FIT_MEMORY_BUDGET"}
+
+
 def get_config() -> dict:
-    """The global backend choice: ``{"backend": ..., "device": ...}`` (None = follow the input)."""
-    current = {
-        "backend": os.environ.get("ANYMLP_BACKEND") or None,
-        "device": os.environ.get("ANYMLP_DEVICE") or None,
-    }
+    """The global settings; None means "follow the input" (backend, device) or "no limit".
+
+    ``fit_memory_budget`` is in bytes: training data larger than that stays on
+    the host and each batch is sent to the device as it is needed.
+    """
+    current = {key: os.environ.get(var) or None for key, var in _ENV.items()}
+    if current["fit_memory_budget"] is not None:
+        current["fit_memory_budget"] = int(float(current["fit_memory_budget"]))
     for layer in _config_stack():
-        current.update({k: v for k, v in layer.items() if v is not None})
+        current.update({k: v for k, v in layer.items() if v is not _UNSET})
     return current
 
 
-def set_config(backend: str | None = None, device: str | None = None) -> None:
-    """Set the backend (and device) used for NumPy input by every estimator.
-
-    An estimator's own ``backend``/``device`` parameters win over this setting.
-    """
-    if backend is not None:
+def _checked(backend, device, fit_memory_budget) -> dict:
+    if backend not in (_UNSET, None):
         _check_backend_name(backend)
-    _config_stack()[0].update(backend=backend, device=device)
+    if fit_memory_budget not in (_UNSET, None) and not fit_memory_budget > 0:
+        raise ValueError(f"fit_memory_budget must be a positive number of bytes or None; got {fit_memory_budget!r}.")
+    return {"backend": backend, "device": device, "fit_memory_budget": fit_memory_budget}
+
+
+def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET) -> None:
+    """Set global defaults; arguments left out keep their value, None resets one.
+
+    ``backend``/``device`` choose where estimators compute NumPy input (an
+    estimator's own parameters win over them); ``fit_memory_budget`` (bytes)
+    makes larger training sets stream from the host batch by batch.
+    """
+    settings = _checked(backend, device, fit_memory_budget)
+    _config_stack()[0].update({k: v for k, v in settings.items() if v is not _UNSET})
 
 
 @contextlib.contextmanager
-def config_context(*, backend: str | None = None, device: str | None = None):
-    """Temporarily choose the backend and device, like :func:`set_config`."""
-    if backend is not None:
-        _check_backend_name(backend)
+def config_context(*, backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET):
+    """Temporarily change the settings of :func:`set_config`."""
     stack = _config_stack()
-    stack.append({"backend": backend, "device": device})
+    stack.append(_checked(backend, device, fit_memory_budget))
     try:
         yield
     finally:

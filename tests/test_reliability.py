@@ -221,3 +221,50 @@ def test_predict_in_small_chunks_gives_the_same_answer(monkeypatch, backend, dig
     whole = backend.numpy(clf.predict_proba(Xb))
     monkeypatch.setattr(base, "PREDICT_CHUNK_BYTES", 8 * 100 * 7)  # about 7 rows per chunk
     np.testing.assert_allclose(backend.numpy(clf.predict_proba(Xb)), whole, atol=1e-6)
+
+
+# ---------------------------------------------------------------- bounded fit memory
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_fit_streams_data_over_the_memory_budget(monkeypatch, digits, solver, early_stopping):
+    """Data larger than the budget stays on the host; only batches reach device1."""
+    xps = pytest.importorskip("array_api_strict")
+    import anymlp
+    import anymlp.estimators.base as base
+
+    X, y = digits
+    device = xps.Device("device1")
+    params = dict(hidden_layer_sizes=(8,), solver=solver, max_iter=4, random_state=0, batch_size=32,
+                  early_stopping=early_stopping and solver == "adam")
+    reference = quiet(MLPClassifier(**params).fit, xps.asarray(X, device=device), xps.asarray(y, device=device))
+
+    largest = []
+    original = base.to_device
+
+    def recording(a, backend, dtype=None):
+        out = original(a, backend, dtype)
+        if out is not None and getattr(out, "ndim", 0) == 2:
+            largest.append(out.shape[0] * out.shape[1] * 8)
+        return out
+
+    monkeypatch.setattr(base, "to_device", recording)
+    monkeypatch.setattr(base, "PREDICT_CHUNK_BYTES", 64 * 8 * 30)
+    budget = X.nbytes // 4
+    with anymlp.config_context(fit_memory_budget=budget):
+        streamed = quiet(MLPClassifier(**params).fit, xps.asarray(X, device=device), xps.asarray(y, device=device))
+        proba = streamed.predict_proba(xps.asarray(X, device=device))
+    assert largest and max(largest) <= budget
+    assert "device1" in repr(proba.device)
+    np.testing.assert_allclose(np.from_dlpack(proba.to_device(xps.Device("CPU_DEVICE"))),
+                               np.from_dlpack(reference.predict_proba(xps.asarray(X, device=device)).to_device(xps.Device("CPU_DEVICE"))),
+                               atol=1e-8)
+    assert streamed.n_iter_ == reference.n_iter_
+
+
+def test_memory_budget_must_be_positive():
+    import anymlp
+
+    with pytest.raises(ValueError, match="fit_memory_budget"):
+        anymlp.set_config(fit_memory_budget=0)

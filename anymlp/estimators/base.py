@@ -24,6 +24,8 @@ from anymlp._backend import (
     BACKENDS,
     Backend,
     backend_name,
+    device_of,
+    get_config,
     input_namespace,
     is_device_array,
     is_numpy_namespace,
@@ -38,6 +40,7 @@ from anymlp.exceptions import IncompatibleModelError
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
+from anymlp.training.lbfgs import streamed_loss_and_grad
 from anymlp.training.stochastic import take_rows
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
@@ -171,12 +174,7 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
         self._move_state_to(backend)
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
-        dtype = self._theta.dtype
-        data = TrainingData(
-            X=self._to_compute(X, dtype),
-            Y=to_device(Y, backend, dtype),
-            sample_weight=to_device(sample_weight, backend, dtype),
-        )
+        data = self._training_data(X, Y, sample_weight)
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(data, y_host, incremental)
         else:
@@ -184,6 +182,24 @@ class BaseMLP(BaseEstimator):
         self._predict_cache = None
         self._check_finite_params()
         return self
+
+    def _training_data(self, X, Y, sample_weight) -> TrainingData:
+        """Everything on the device, or on the host when X is over the memory budget."""
+        backend, dtype = self._backend, self._theta.dtype
+        if self._streams(X):
+            host = lambda a: None if a is None else np.asarray(host_copy(a), dtype=_host_dtype(dtype))  # noqa: E731
+            return TrainingData(host(X), host(Y), host(sample_weight),
+                                batch_to_device=lambda a: to_device(a, backend))
+        return TrainingData(self._to_compute(X, dtype), to_device(Y, backend, dtype),
+                            to_device(sample_weight, backend, dtype))
+
+    def _streams(self, X) -> bool:
+        """Is X too big for the device-memory budget (``set_config(fit_memory_budget=)``)?"""
+        budget = get_config()["fit_memory_budget"]
+        if budget is None or is_numpy_namespace(self._backend.xp) or sp.issparse(X):
+            return False
+        itemsize = 4 if "float32" in str(self._theta.dtype) else 8
+        return X.shape[0] * X.shape[1] * itemsize > budget
 
     def _to_compute(self, X, dtype):
         if sp.issparse(X):
@@ -251,9 +267,16 @@ class BaseMLP(BaseEstimator):
         return to_device(mask, self._backend)
 
     def _fit_lbfgs(self, data: TrainingData):
-        objective = self._objective()
+        xp = self._backend.xp
+        if data.batch_to_device is None:
+            objective = self._objective()
+            full_batch = lambda theta: objective(theta, data.X, data.Y, data.sample_weight)  # noqa: E731
+        else:
+            rows = self._chunk_rows(self._theta.dtype)
+            full_batch = lambda theta: streamed_loss_and_grad(  # noqa: E731
+                theta, data, self._arch, self._alpha_mask(), rows, xp=xp)
         self._theta, self.n_iter_, self.loss_ = fit_lbfgs(
-            self._theta, lambda theta: objective(theta, data.X, data.Y, data.sample_weight),
+            self._theta, full_batch,
             xp=self._backend.xp, to_device=lambda a: to_device(a, self._backend),
             max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
             callbacks=self.callbacks, estimator=self,
@@ -319,7 +342,8 @@ class BaseMLP(BaseEstimator):
             data.n_samples, self.validation_fraction, self._random_state, stratify=stratify
         )
         take = lambda a, idx: None if a is None else _take_rows(a, idx, self._backend)  # noqa: E731
-        train = TrainingData(take(data.X, train_idx), take(data.Y, train_idx), take(data.sample_weight, train_idx))
+        train = TrainingData(take(data.X, train_idx), take(data.Y, train_idx), take(data.sample_weight, train_idx),
+                             batch_to_device=data.batch_to_device)
         X_val = take(data.X, val_idx)
         y_val = self._validation_target(y_host, data, val_idx)
         sw_val = None if data.sample_weight is None else to_host(take(data.sample_weight, val_idx))
@@ -351,7 +375,12 @@ class BaseMLP(BaseEstimator):
         theta = self._theta_on(backend)
         if sp.issparse(X) and not is_numpy_namespace(backend.xp):
             X = X.toarray()
-        X = X.tocsr().astype(_host_dtype(theta.dtype)) if sp.issparse(X) else to_device(X, backend, theta.dtype)
+        if sp.issparse(X):
+            X = X.tocsr().astype(_host_dtype(theta.dtype))
+        elif self._streams(X):
+            X = np.asarray(host_copy(X), dtype=_host_dtype(theta.dtype))  # moved chunk by chunk
+        else:
+            X = to_device(X, backend, theta.dtype)
         return X, backend, theta, out
 
     def _theta_on(self, backend: Backend):
@@ -364,17 +393,25 @@ class BaseMLP(BaseEstimator):
             self._predict_cache = (key, to_device(self._theta, backend))
         return self._predict_cache[1]
 
-    def _forward(self, X, theta, xp):
-        """Output-layer activations ``(n, n_outputs)``, computed in bounded chunks."""
-        n = X.shape[0]
+    def _chunk_rows(self, dtype) -> int:
+        """Rows whose activations (input, widest layer, outputs) fit in PREDICT_CHUNK_BYTES."""
         width = max(self._arch.layout.units) + sum(self._arch.layout.units[1:])
-        itemsize = 4 if "float32" in str(theta.dtype) else 8
-        rows = max(1, PREDICT_CHUNK_BYTES // (width * itemsize))
-        if n <= rows:
-            return forward(theta, X, self._arch, xp=xp, keep=False)
-        parts = [forward(theta, take_rows(X, slice(i, min(i + rows, n)), xp=xp), self._arch, xp=xp, keep=False)
-                 for i in range(0, n, rows)]
-        return xp.concat(parts, axis=0)
+        itemsize = 4 if "float32" in str(dtype) else 8
+        return max(1, PREDICT_CHUNK_BYTES // (width * itemsize))
+
+    def _forward(self, X, theta, xp):
+        """Output-layer activations ``(n, n_outputs)``, computed in bounded chunks.
+
+        A host X on a device backend (streamed data) moves one chunk at a time.
+        """
+        n, rows = X.shape[0], self._chunk_rows(theta.dtype)
+        backend = Backend(xp, device_of(theta))
+        streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
+        parts = []
+        for start in range(0, n, rows):
+            chunk = take_rows(X, slice(start, min(start + rows, n)), xp=xp) if n > rows else X
+            parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, self._arch, xp=xp, keep=False))
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
     def _predict_host(self, theta, X):
         """Predictions for the early-stopping scorer, as host labels/values."""
@@ -440,7 +477,7 @@ def _host_dtype(dtype):
 
 
 def _take_rows(a, idx, backend: Backend):
-    if sp.issparse(a):
+    if sp.issparse(a) or isinstance(a, np.ndarray):
         return a[idx]
     xp = backend.xp
     return xp.take(a, to_device(idx, backend), axis=0)

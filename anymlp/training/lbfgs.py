@@ -16,6 +16,7 @@ import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
 from anymlp._backend import to_host
+from anymlp.nn import loss_and_grad
 from anymlp.training.callbacks import notify
 
 
@@ -56,6 +57,25 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
         notify(callbacks, "on_fit_end", estimator)
     n_iter = _check_result(result, max_iter)
     return to_device(result.x.astype(_host_dtype(dtype))), n_iter, float(result.fun)
+
+
+def streamed_loss_and_grad(theta, data, arch, alpha_mask, rows: int, *, xp):
+    """The full-batch objective of host data too big for the device, chunk by chunk.
+
+    Each chunk's data term is weighted by its share of the total sample
+    weight; the L2 term is added once. Equals ``loss_and_grad`` on all rows.
+    """
+    n = data.n_samples
+    total = n if data.sample_weight is None else float(np.sum(data.sample_weight))
+    no_l2 = xp.zeros_like(alpha_mask)
+    loss = grad = 0.0
+    for start in range(0, n, rows):
+        X, Y, sw = data.rows(slice(start, min(start + rows, n)), xp=xp)
+        share = (X.shape[0] if sw is None else xp.sum(sw)) / total
+        chunk_loss, chunk_grad = loss_and_grad(theta, X, Y, sw, arch, no_l2, xp=xp)
+        loss, grad = loss + share * chunk_loss, grad + share * chunk_grad
+    loss = loss + 0.5 * xp.sum(alpha_mask * theta * theta) / total
+    return loss, grad + alpha_mask * theta / total
 
 
 def _host_dtype(dtype):

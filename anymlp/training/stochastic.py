@@ -28,15 +28,28 @@ from anymlp.training.history import History
 
 @dataclass
 class TrainingData:
-    """Training rows already on the compute device. Y is float, 2-D."""
+    """Training rows: on the compute device, or streamed from the host.
+
+    Y is float and 2-D. When ``batch_to_device`` is set, the arrays are host
+    NumPy arrays (the data is larger than the device-memory budget) and each
+    batch is sent to the device by that function as it is needed.
+    """
 
     X: Any
     Y: Any
     sample_weight: Any = None
+    batch_to_device: Callable | None = None
 
     @property
     def n_samples(self) -> int:
         return self.X.shape[0]
+
+    def rows(self, index, *, xp):
+        """``(X, Y, sample_weight)`` of the rows ``index``, on the device."""
+        parts = [None if a is None else take_rows(a, index, xp=xp) for a in (self.X, self.Y, self.sample_weight)]
+        if self.batch_to_device is not None:
+            parts = [None if a is None else self.batch_to_device(a) for a in parts]
+        return parts
 
 
 @dataclass
@@ -54,7 +67,7 @@ class LoopSettings:
 
 def take_rows(X, index, *, xp):
     """Rows ``index`` of X: a slice, or an index array on X's device."""
-    if sp.issparse(X):
+    if sp.issparse(X) or isinstance(X, np.ndarray):
         return X[index]
     if isinstance(index, slice):
         return X[index, ...]  # the trailing ellipsis is what the standard asks for
@@ -70,15 +83,15 @@ def run_epoch(theta, data: TrainingData, order, batch_size, objective, optimizer
               callbacks=(), estimator=None):
     """One pass over the data; returns ``(theta, summed_loss)`` with the sum on the device.
 
-    ``order`` is a device index array (shuffled epoch) or None (rows in order).
+    ``order`` is an index array where the data lives (shuffled epoch) or None
+    (rows in order).
     """
     n = data.n_samples
     batches = list(gen_batches(n, batch_size))
     loss_sum = None
     for b, rows in enumerate(batches):
         index = rows if order is None else order[rows]
-        sw = None if data.sample_weight is None else take_rows(data.sample_weight, index, xp=xp)
-        loss, grad = objective(theta, take_rows(data.X, index, xp=xp), take_rows(data.Y, index, xp=xp), sw)
+        loss, grad = objective(theta, *data.rows(index, xp=xp))
         theta = optimizer.step(theta, grad)
         batch_loss = loss * (rows.stop - rows.start)
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
@@ -116,7 +129,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             order = None
             if settings.shuffle:
                 order_host = shuffle(order_host, random_state=random_state)
-                order = to_device(order_host)
+                order = order_host if data.batch_to_device else to_device(order_host)
             # A diverging step overflows; that is reported below as a DivergenceWarning.
             with np.errstate(over="ignore", invalid="ignore"):
                 theta, loss_sum = run_epoch(theta, data, order, settings.batch_size, objective,
