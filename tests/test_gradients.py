@@ -38,13 +38,12 @@ def test_gradient_matches_finite_differences(activation, loss, weighted):
     arch = Architecture(Layout((4, 5, 3, Y.shape[1])), activation, loss)
     theta = _theta(arch.layout, rng)
     sw = rng.uniform(0.5, 2.0, X.shape[0]) if weighted else None
-    alpha_mask = np.zeros(arch.layout.n_params)
-    alpha_mask[: arch.layout.n_coef] = 0.3
+    alpha = 0.3
 
     def f(t):
-        return float(loss_and_grad(t, X, Y, sw, arch, alpha_mask, xp=xnp)[0])
+        return float(loss_and_grad(t, X, Y, sw, arch, alpha, xp=xnp)[0])
 
-    _, grad = loss_and_grad(theta, X, Y, sw, arch, alpha_mask, xp=xnp)
+    _, grad = loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xnp)
     eps = 1e-6
     numeric = np.array([(f(theta + eps * e) - f(theta - eps * e)) / (2 * eps) for e in np.eye(theta.size)])
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
@@ -61,11 +60,10 @@ def test_gradient_matches_torch_autograd(activation, loss):
     theta = torch.tensor(_theta(arch.layout, rng), requires_grad=True)
     Xt, Yt = torch.tensor(X), torch.tensor(Y)
     sw = torch.tensor(rng.uniform(0.5, 2.0, X.shape[0]))
-    alpha_mask = torch.zeros(arch.layout.n_params, dtype=torch.float64)
-    alpha_mask[: arch.layout.n_coef] = 0.1
+    alpha = 0.1
 
-    loss_value, grad = loss_and_grad(theta.detach(), Xt, Yt, sw, arch, alpha_mask, xp=xt)
-    autograd_loss, _ = loss_and_grad(theta, Xt, Yt, sw, arch, alpha_mask, xp=xt)
+    loss_value, grad = loss_and_grad(theta.detach(), Xt, Yt, sw, arch, alpha, xp=xt)
+    autograd_loss, _ = loss_and_grad(theta, Xt, Yt, sw, arch, alpha, xp=xt)
     autograd_loss.backward()
     np.testing.assert_allclose(float(loss_value), float(autograd_loss.detach()))
     np.testing.assert_allclose(grad.numpy(), theta.grad.numpy(), rtol=1e-10, atol=1e-12)
@@ -76,11 +74,10 @@ def test_multi_output_squared_error_loss_is_the_function_of_its_gradient():
     X, Y, rng = _problem("squared_error", n_outputs=4)
     arch = Architecture(Layout((4, 3, 4)), "tanh", "squared_error")
     theta = _theta(arch.layout, rng)
-    zeros = np.zeros(arch.layout.n_params)
-    loss0, grad = loss_and_grad(theta, X, Y, None, arch, zeros, xp=xnp)
+    loss0, grad = loss_and_grad(theta, X, Y, None, arch, 0.0, xp=xnp)
     direction = rng.normal(size=theta.size)
     eps = 1e-6
-    loss1, _ = loss_and_grad(theta + eps * direction, X, Y, None, arch, zeros, xp=xnp)
+    loss1, _ = loss_and_grad(theta + eps * direction, X, Y, None, arch, 0.0, xp=xnp)
     np.testing.assert_allclose((float(loss1) - float(loss0)) / eps, grad @ direction, rtol=1e-4)
 
 

@@ -256,15 +256,8 @@ class BaseMLP(BaseEstimator):
                 optimizer.set_namespace(backend.xp)
 
     def _objective(self):
-        xp, arch = self._backend.xp, self._arch
-        alpha_mask = self._alpha_mask()
-        return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha_mask, xp=xp)
-
-    def _alpha_mask(self):
-        layout = self._arch.layout
-        mask = np.zeros(layout.n_params, dtype=_host_dtype(self._theta.dtype))
-        mask[: layout.n_coef] = self.alpha
-        return to_device(mask, self._backend)
+        xp, arch, alpha = self._backend.xp, self._arch, float(self.alpha)
+        return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp)
 
     def _fit_lbfgs(self, data: TrainingData):
         xp = self._backend.xp
@@ -274,7 +267,7 @@ class BaseMLP(BaseEstimator):
         else:
             rows = self._chunk_rows(self._theta.dtype)
             full_batch = lambda theta: streamed_loss_and_grad(  # noqa: E731
-                theta, data, self._arch, self._alpha_mask(), rows, xp=xp)
+                theta, data, self._arch, float(self.alpha), rows, xp=xp)
         self._theta, self.n_iter_, self.loss_ = fit_lbfgs(
             self._theta, full_batch,
             xp=self._backend.xp, to_device=lambda a: to_device(a, self._backend),

@@ -94,23 +94,28 @@ def forward(theta, X, arch: Architecture, *, xp, keep=True):
     return activations if keep else a
 
 
-def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha_mask, *, xp):
+def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp):
     """Regularised loss (0-d array) and its gradient (flat, like ``theta``).
 
-    ``alpha_mask`` is ``alpha`` at weight positions and 0 at bias positions, so
-    the L2 term ``0.5 * alpha * ||W||^2 / sw_sum`` and its gradient are one
-    elementwise pass each. ``sample_weight`` is (n,) or None.
+    The L2 term ``0.5 * alpha * ||W||^2 / sw_sum`` covers the weights only,
+    which are the first ``n_coef`` entries of ``theta``. ``sample_weight`` is
+    (n,) or None; ``sw_sum`` is then n.
     """
     activations = forward(theta, X, arch, xp=xp)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
     loss = LOSSES[arch.loss](Y, activations[-1], sample_weight, sw_sum, xp=xp)
-    loss = loss + 0.5 * xp.sum(alpha_mask * theta * theta) / sw_sum
+    weights = theta[: arch.layout.n_coef]
+    if alpha:
+        loss = loss + 0.5 * alpha * xp.vecdot(weights, weights) / sw_sum
 
     delta = activations[-1] - Y
     if sample_weight is not None:
         delta = delta * sample_weight[:, None]
     grad = _backward(theta, activations, delta, arch, xp=xp)
-    return loss, (grad + alpha_mask * theta) / sw_sum
+    if alpha:
+        grad[: arch.layout.n_coef] += alpha * weights  # grad is our own fresh array
+    grad /= sw_sum
+    return loss, grad
 
 
 def _backward(theta, activations, delta, arch: Architecture, *, xp):

@@ -25,9 +25,21 @@ def adam_step_size(learning_rate, t, beta_1, beta_2) -> float:
 
 
 def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2, epsilon, xp):
-    """One step; returns ``(new_theta, new_state)``. Nothing is modified in place."""
+    """One step, updating ``theta`` and the moments in place; returns ``(theta, state)``.
+
+    In place because the optimizer owns these arrays and a step over a large
+    network should not allocate a copy of it per operation. The arithmetic is
+    scikit-learn's, operation for operation.
+    """
+    m, v = state.m, state.v
+    m *= beta_1
+    m += (1 - beta_1) * grad
+    v *= beta_2
+    v += (1 - beta_2) * (grad * grad)
     t = state.t + 1
-    m = beta_1 * state.m + (1 - beta_1) * grad
-    v = beta_2 * state.v + (1 - beta_2) * (grad * grad)
-    step_size = adam_step_size(learning_rate, t, beta_1, beta_2)
-    return theta + (-step_size * m) / (xp.sqrt(v) + epsilon), AdamState(t, m, v)
+    denom = xp.sqrt(v)
+    denom += epsilon
+    step = -adam_step_size(learning_rate, t, beta_1, beta_2) * m
+    step /= denom
+    theta += step
+    return theta, AdamState(t, m, v)

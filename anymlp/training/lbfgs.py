@@ -59,7 +59,7 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
     return to_device(result.x.astype(_host_dtype(dtype))), n_iter, float(result.fun)
 
 
-def streamed_loss_and_grad(theta, data, arch, alpha_mask, rows: int, *, xp):
+def streamed_loss_and_grad(theta, data, arch, alpha: float, rows: int, *, xp):
     """The full-batch objective of host data too big for the device, chunk by chunk.
 
     Each chunk's data term is weighted by its share of the total sample
@@ -67,15 +67,16 @@ def streamed_loss_and_grad(theta, data, arch, alpha_mask, rows: int, *, xp):
     """
     n = data.n_samples
     total = n if data.sample_weight is None else float(np.sum(data.sample_weight))
-    no_l2 = xp.zeros_like(alpha_mask)
     loss = grad = 0.0
     for start in range(0, n, rows):
         X, Y, sw = data.rows(slice(start, min(start + rows, n)), xp=xp)
         share = (X.shape[0] if sw is None else xp.sum(sw)) / total
-        chunk_loss, chunk_grad = loss_and_grad(theta, X, Y, sw, arch, no_l2, xp=xp)
+        chunk_loss, chunk_grad = loss_and_grad(theta, X, Y, sw, arch, 0.0, xp=xp)
         loss, grad = loss + share * chunk_loss, grad + share * chunk_grad
-    loss = loss + 0.5 * xp.sum(alpha_mask * theta * theta) / total
-    return loss, grad + alpha_mask * theta / total
+    weights = theta[: arch.layout.n_coef]
+    loss = loss + 0.5 * alpha * xp.vecdot(weights, weights) / total
+    grad[: arch.layout.n_coef] += alpha * weights / total
+    return loss, grad
 
 
 def _host_dtype(dtype):
