@@ -8,6 +8,7 @@ are views of it, returned in the namespace of the data the user passed in.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from numbers import Integral, Real
@@ -18,6 +19,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from threadpoolctl import threadpool_limits
 
 from anymlp import __version__
 from anymlp._backend import (
@@ -44,6 +46,9 @@ from anymlp.training.lbfgs import streamed_loss_and_grad
 from anymlp.training.stochastic import take_rows
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+# Matrix products smaller than this (multiply-adds) run on one BLAS thread.
+SMALL_GEMM_MACS = 50_000_000
 
 # predict/predict_proba work through X in chunks whose activations take at most this much.
 PREDICT_CHUNK_BYTES = 64 * 2**20
@@ -175,10 +180,12 @@ class BaseMLP(BaseEstimator):
         self._move_state_to(backend)
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
         data = self._training_data(X, Y, sample_weight)
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(data, y_host, incremental)
-        else:
-            self._fit_lbfgs(data)
+        rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn=False)
+        with self._blas_threads(rows):
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(data, y_host, incremental)
+            else:
+                self._fit_lbfgs(data)
         self._predict_cache = None
         self._check_finite_params()
         return self
@@ -319,10 +326,25 @@ class BaseMLP(BaseEstimator):
         self.best_validation_score_ = h.best_validation_score
         self._no_improvement_count = h.no_improvement_count
 
-    def _batch_size(self, n_samples: int) -> int:
+    def _blas_threads(self, rows: int):
+        """One BLAS thread for small matrix products on the NumPy backend.
+
+        Below about SMALL_GEMM_MACS multiply-adds per product, waking a second
+        BLAS thread costs more than it saves, and on a busy machine spinning
+        threads make each product many times slower (benchmarks/README.md).
+        """
+        if not is_numpy_namespace(self._backend.xp):
+            return contextlib.nullcontext()
+        units = self._arch.layout.units
+        largest = rows * max(a * b for a, b in zip(units[:-1], units[1:]))
+        if largest >= SMALL_GEMM_MACS:
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=1, user_api="blas")
+
+    def _batch_size(self, n_samples: int, warn: bool = True) -> int:
         if self.batch_size == "auto":
             return min(200, n_samples)
-        if self.batch_size > n_samples:
+        if self.batch_size > n_samples and warn:
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
             )
@@ -401,9 +423,10 @@ class BaseMLP(BaseEstimator):
         backend = Backend(xp, device_of(theta))
         streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
         parts = []
-        for start in range(0, n, rows):
-            chunk = take_rows(X, slice(start, min(start + rows, n)), xp=xp) if n > rows else X
-            parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, self._arch, xp=xp, keep=False))
+        with self._blas_threads(min(n, rows)):
+            for start in range(0, n, rows):
+                chunk = take_rows(X, slice(start, min(start + rows, n)), xp=xp) if n > rows else X
+                parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, self._arch, xp=xp, keep=False))
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
     def _predict_host(self, theta, X):
