@@ -176,7 +176,6 @@ def input_namespace(*arrays):
     Raises a plain ValueError when arrays come from different libraries or devices.
     """
     device_arrays = [a for a in arrays if is_device_array(a)]
-    host_given = any(a is not None and not is_device_array(a) for a in arrays)
     if not device_arrays:
         return namespace_by_name("numpy"), None
     try:
@@ -192,10 +191,6 @@ def input_namespace(*arrays):
         raise ValueError(
             f"X, y and sample_weight must be on the same device; got {', '.join(sorted(devices))}."
         )
-    if host_given and len(device_arrays) != len([a for a in arrays if a is not None]):
-        # Mixing NumPy labels with device X is common and harmless (labels are tiny):
-        # the host arrays are moved to X's device.
-        pass
     return xp, array_api_compat.device(device_arrays[0])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import _check_sample_weight
 
-from anymlp._backend import backend_name, device_of, input_namespace, is_device_array, to_host
+from anymlp._backend import backend_name, device_of, float_dtype, input_namespace, is_device_array, to_host
 
 
 def check_same_library(X, *others, names=("y", "sample_weight")):
@@ -65,8 +65,6 @@ def _as_float(a, *, xp, what):
     if xp.isdtype(a.dtype, "real floating"):
         return a
     if xp.isdtype(a.dtype, ("integral", "bool")):
-        from anymlp._backend import float_dtype
-
         return xp.astype(a, float_dtype(xp, device_of(a)))
     raise ValueError(f"{what} must hold real numbers; got dtype {a.dtype} ({backend_name(xp)}).")
 

@@ -174,7 +174,7 @@ class BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         n_outputs = Y.shape[1]
         if first_pass:
-            self._initialize(X.shape[1], hidden, n_outputs, _dtype_of(X), backend)
+            self._initialize(X.shape[1], hidden, n_outputs, X.dtype, backend)
         elif n_outputs != self.n_outputs_:
             raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
         self._move_state_to(backend)
@@ -482,10 +482,6 @@ class BaseMLP(BaseEstimator):
 
 def _namespace_of(X):
     return input_namespace(X if is_device_array(X) else None)[0]
-
-
-def _dtype_of(X):
-    return X.dtype
 
 
 def _host_dtype(dtype):

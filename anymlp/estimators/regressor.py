@@ -8,7 +8,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 
-from anymlp._backend import to_host, to_namespace_of
+from anymlp._backend import input_namespace, to_host, to_namespace_of
 from anymlp.estimators._validation import check_device_target
 from anymlp.estimators.base import BaseMLP, host_copy
 
@@ -110,11 +110,11 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return Y, None
 
     def _check_non_negative(self, Y):
-        xp_min = np.min(Y) if isinstance(Y, np.ndarray) else to_host(_namespace(Y).min(Y))
-        if xp_min < 0:
+        smallest = float(np.min(Y) if isinstance(Y, np.ndarray) else to_host(input_namespace(Y)[0].min(Y)))
+        if smallest < 0:
             raise ValueError(
                 "loss='poisson' requires y >= 0 (it models counts or rates); "
-                f"y has a minimum of {float(xp_min)}."
+                f"y has a minimum of {smallest}."
             )
 
     def _stratify_labels(self, y_host):
@@ -150,9 +150,3 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         """One epoch over (X, y). Not available for ``solver='lbfgs'``."""
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=True)
-
-
-def _namespace(a):
-    from anymlp._backend import input_namespace
-
-    return input_namespace(a)[0]
