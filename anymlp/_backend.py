@@ -332,6 +332,16 @@ def _default_device(xp):
     return None
 
 
+def dtype_name(dtype) -> str:
+    """'float32' or 'float64' for a float dtype of any namespace."""
+    return "float32" if "float32" in str(dtype) else "float64"
+
+
+def supports_float64(backend: "Backend") -> bool:
+    """False on devices without double precision (torch MPS, strict's 'no_float64')."""
+    return "float64" in str(float_dtype(backend.xp, backend.device))
+
+
 def float_dtype(xp, device, dtype=None):
     """``dtype`` if given, else the widest float the device supports."""
     if dtype is not None:
@@ -369,6 +379,8 @@ def to_device(x, backend: Backend, dtype=None):
     if is_device_array(x) and backend_name(array_api_compat.array_namespace(x)) != backend.name:
         x = to_host(x)  # between two device libraries: go through the host once
     if isinstance(x, np.ndarray) and not is_numpy_namespace(xp):
+        if dtype is not None:  # cast on the host: the device may not hold x's dtype at all
+            x = x.astype(dtype_name(dtype), copy=False)
         x = xp.asarray(x, device=device)
     elif device is not None and not is_numpy_namespace(xp) and not _same_device(x, device):
         x = array_api_compat.to_device(x, device)

@@ -183,3 +183,16 @@ def test_cuda_device_string_trains_on_gpu(digits):
     assert clf._backend.name == "cupy"
     reference = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), X, y)
     np.testing.assert_allclose(clf.predict_proba(X), reference.predict_proba(X), atol=1e-8)
+
+
+def test_device_without_float64_trains_in_float32(digits):
+    """Like torch's MPS: float64 NumPy input is cast to float32 on the host, once."""
+    xps = pytest.importorskip("array_api_strict")
+    X, y = digits
+    clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0, backend="array_api_strict",
+                                     device="no_float64"), X, y)
+    assert "float32" in str(clf._theta.dtype)
+    proba = clf.predict_proba(X)
+    assert proba.dtype == np.float32
+    reference = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), X.astype(np.float32), y)
+    np.testing.assert_allclose(proba, reference.predict_proba(X.astype(np.float32)), atol=1e-5)

@@ -268,3 +268,15 @@ def test_memory_budget_must_be_positive():
 
     with pytest.raises(ValueError, match="fit_memory_budget"):
         anymlp.set_config(fit_memory_budget=0)
+
+
+def test_X_and_y_on_different_devices_are_refused(digits):
+    xps = pytest.importorskip("array_api_strict")
+    X, y = digits
+    X1 = xps.asarray(X, device=xps.Device("device1"))
+    y2 = xps.asarray(y, device=xps.Device("device2"))
+    with pytest.raises(ValueError, match="same device"):
+        MLPClassifier(max_iter=1).fit(X1, y2)
+    with pytest.raises(ValueError, match="same device"):
+        MLPClassifier(max_iter=1).fit(X1, xps.asarray(y, device=xps.Device("device1")),
+                                      sample_weight=xps.asarray(np.ones(len(y)), device=xps.Device("device2")))

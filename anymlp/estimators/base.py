@@ -28,6 +28,7 @@ from anymlp._backend import (
     backend_name,
     device_of,
     get_config,
+    supports_float64,
     input_namespace,
     is_device_array,
     is_numpy_namespace,
@@ -174,7 +175,7 @@ class BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         n_outputs = Y.shape[1]
         if first_pass:
-            self._initialize(X.shape[1], hidden, n_outputs, X.dtype, backend)
+            self._initialize(X.shape[1], hidden, n_outputs, _model_dtype(X.dtype, backend), backend)
         elif n_outputs != self.n_outputs_:
             raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
         self._move_state_to(backend)
@@ -486,6 +487,13 @@ def _namespace_of(X):
 
 def _host_dtype(dtype):
     return np.float32 if "float32" in str(dtype) else np.float64
+
+
+def _model_dtype(X_dtype, backend: Backend):
+    """X's float dtype, or float32 on a device without float64 (like scikit-learn's array API)."""
+    if "float64" in str(X_dtype) and not supports_float64(backend):
+        return np.float32
+    return _host_dtype(X_dtype)
 
 
 def _take_rows(a, idx, backend: Backend):
