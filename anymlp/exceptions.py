@@ -3,6 +3,13 @@
 from anymlp._backend import BackendUnavailableError
 
 
+# scikit-learn's text, which users search for.
+NON_FINITE_MESSAGE = (
+    "Solver produced non-finite parameter weights. The input data may"
+    " contain large values and need to be preprocessed."
+)
+
+
 class DivergenceWarning(UserWarning):
     """Training stopped because the loss or the weights became NaN or infinite."""
 

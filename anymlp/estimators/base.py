@@ -39,7 +39,7 @@ from anymlp._backend import (
     to_namespace_of,
 )
 from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight
-from anymlp.exceptions import IncompatibleModelError
+from anymlp.exceptions import NON_FINITE_MESSAGE, IncompatibleModelError
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
@@ -184,7 +184,7 @@ class BaseMLP(BaseEstimator):
         rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn=False)
         with self._blas_threads(rows):
             if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(data, y_host, incremental)
+                self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
             else:
                 self._fit_lbfgs(data)
         self._predict_cache = None
@@ -282,6 +282,10 @@ class BaseMLP(BaseEstimator):
             max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
             callbacks=self.callbacks, estimator=self,
         )
+        if not np.isfinite(self.loss_):
+            # Finite weights whose predictions overflow (say, the exp output of the
+            # Poisson loss on unscaled data) are no model either.
+            raise ValueError(NON_FINITE_MESSAGE)
         self.t_ = 0
         for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
             self.__dict__.pop(name, None)
@@ -295,7 +299,7 @@ class BaseMLP(BaseEstimator):
         return AdamOptimizer(theta, xp=xp, learning_rate_init=self.learning_rate_init,
                              beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
-    def _fit_stochastic(self, data: TrainingData, y_host, incremental):
+    def _fit_stochastic(self, data: TrainingData, y_host, incremental, trained):
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
         if self._history is None:  # a stochastic warm start after an L-BFGS fit
@@ -313,7 +317,7 @@ class BaseMLP(BaseEstimator):
                 self._theta, train, self._objective(), self._optimizer, self._history, settings,
                 xp=self._backend.xp, random_state=self._random_state,
                 to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
-                callbacks=self.callbacks, estimator=self,
+                callbacks=self.callbacks, estimator=self, trained=trained,
             )
         finally:
             self._publish_history()
@@ -372,10 +376,7 @@ class BaseMLP(BaseEstimator):
     def _check_finite_params(self):
         xp = self._backend.xp
         if not bool(to_host(xp.all(xp.isfinite(self._theta)))):
-            raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may"
-                " contain large values and need to be preprocessed."
-            )
+            raise ValueError(NON_FINITE_MESSAGE)
 
     # ------------------------------------------------------------------ prediction
 

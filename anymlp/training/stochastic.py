@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches, shuffle
 
 from anymlp._backend import to_host
-from anymlp.exceptions import DivergenceWarning
+from anymlp.exceptions import NON_FINITE_MESSAGE, DivergenceWarning
 from anymlp.training.callbacks import notify
 from anymlp.training.history import History
 
@@ -108,13 +108,16 @@ def read_epoch_end(loss_sum, theta, *, xp) -> tuple[float, bool]:
 
 def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, history: History,
                    settings: LoopSettings, *, xp, random_state, to_device: Callable,
-                   validation_score: Callable | None = None, callbacks=(), estimator=None):
+                   validation_score: Callable | None = None, callbacks=(), estimator=None,
+                   trained: bool = False):
     """Train for up to ``max_iter`` epochs; returns the parameters to keep.
 
     Stops on scikit-learn's no-improvement rule, on divergence (a non-finite
     epoch: the last finite parameters are kept) and on KeyboardInterrupt (the
     parameters of the last completed epoch are kept). With early stopping the
-    best parameters by validation score are returned.
+    best parameters by validation score are returned. When no epoch ever
+    finished finite (and ``trained`` says the start was not a trained model
+    either), scikit-learn's ValueError about non-finite weights is raised.
     """
     n = data.n_samples
     order_host = np.arange(n, dtype=int)
@@ -150,9 +153,10 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             })
             diverged = not (math.isfinite(history.loss) and theta_finite)
             if diverged:
-                _warn_divergence(history.n_iter, ever_finite)
-                if ever_finite:
-                    theta = last_good
+                if not (ever_finite or trained):
+                    raise ValueError(NON_FINITE_MESSAGE)
+                _warn_divergence(history.n_iter)
+                theta = last_good
                 break
             last_good, ever_finite = snapshot(theta, xp=xp), True
             optimizer.iteration_ends(history.t)
@@ -197,12 +201,11 @@ def _should_stop(history: History, settings: LoopSettings, optimizer) -> bool:
     return False
 
 
-def _warn_divergence(epoch: int, ever_finite: bool) -> None:
-    kept = ("the parameters of the last finite epoch are kept"
-            if ever_finite else "no epoch finished with finite values")
+def _warn_divergence(epoch: int) -> None:
     warnings.warn(
         f"Training diverged at epoch {epoch}: the loss or the weights became NaN or "
-        f"infinite, so training stopped and {kept}. Try a lower learning_rate_init, "
+        "infinite, so training stopped and the parameters of the last finite epoch are "
+        "kept. Try a lower learning_rate_init, "
         "or scale the inputs (for example with StandardScaler).",
         DivergenceWarning,
     )
