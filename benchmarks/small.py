@@ -1,0 +1,126 @@
+"""Small problems: anymlp vs scikit-learn where per-call overhead, not FLOPs, dominates.
+
+- L-BFGS on scikit-learn's digits (1797 x 64), hidden (64,), ``max_iter=200``;
+- Adam on ``make_friedman1(20000)``, hidden (100,), ``max_iter=20`` (tol=0, so all run).
+
+Each repeat fits both contenders, in an order rotated from repeat to repeat; reported are
+the median wall times of ``fit``, the ratio anymlp / scikit-learn, and the training score
+(accuracy or R^2) as a sanity check. ``--threads`` caps BLAS threads for both.
+
+    python benchmarks/small.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import socket
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def digits_problem():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    params = dict(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=200, random_state=0)
+    return "digits lbfgs (64,)", "classifier", X / 16.0, y, params
+
+
+def friedman_problem():
+    from sklearn.datasets import make_friedman1
+
+    X, y = make_friedman1(n_samples=20000, random_state=0)
+    params = dict(hidden_layer_sizes=(100,), solver="adam", max_iter=20, tol=0.0, n_iter_no_change=10**9, random_state=0)
+    return "friedman1(20000) adam (100,)", "regressor", X, y, params
+
+
+def estimator(library: str, kind: str, params: dict):
+    if library == "sklearn":
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+    else:
+        from anymlp import MLPClassifier, MLPRegressor
+    return (MLPClassifier if kind == "classifier" else MLPRegressor)(**params)
+
+
+def timed_fit(model, X, y) -> float:
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    return time.perf_counter() - start
+
+
+def bench(problem, repeats: int) -> dict:
+    name, kind, X, y, params = problem
+    libraries = ["anymlp", "sklearn"]
+    for lib in libraries:  # warm-up: imports, first-call costs
+        timed_fit(estimator(lib, kind, {**params, "max_iter": 2}), X, y)
+    raw = {lib: [] for lib in libraries}
+    scores = {}
+    for r in range(repeats):
+        for lib in libraries[r % 2 :] + libraries[: r % 2]:
+            model = estimator(lib, kind, params)
+            raw[lib].append(timed_fit(model, X, y))
+            scores[lib] = float(model.score(X, y))
+    med = {lib: statistics.median(t) for lib, t in raw.items()}
+    return {"problem": name, "params": params, "seconds": raw, "median_s": med, "ratio": med["anymlp"] / med["sklearn"], "train_score": scores}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    limiter = threadpool_limits(args.threads) if args.threads else None  # noqa: F841
+    targets = {"digits lbfgs (64,)": 0.5, "friedman1(20000) adam (100,)": 0.75}
+    results = [bench(problem(), args.repeats) for problem in (digits_problem, friedman_problem)]
+    print(f"\n{'problem':<30} {'anymlp s':>9} {'sklearn s':>9} {'ratio':>6} {'target':>7}  score anymlp/sklearn")
+    for r in results:
+        limit = targets[r["problem"]]
+        verdict = "met" if r["ratio"] <= limit else "NOT met"
+        print(
+            f"{r['problem']:<30} {r['median_s']['anymlp']:>9.3f} {r['median_s']['sklearn']:>9.3f} {r['ratio']:>6.2f} "
+            f"{'<= ' + str(limit):>7}  {r['train_score']['anymlp']:.4f}/{r['train_score']['sklearn']:.4f}  {verdict}"
+        )
+        r["target"], r["met"] = limit, r["ratio"] <= limit
+    import anymlp
+    import sklearn
+
+    report = {
+        "benchmark": "small",
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "versions": {"numpy": np.__version__, "sklearn": sklearn.__version__, "anymlp": anymlp.__version__},
+            "threadpools": threadpool_info(),
+        },
+        "results": results,
+    }
+    out = args.out or HERE / "results" / f"small-{dt.date.today()}-{socket.gethostname()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
