@@ -280,3 +280,26 @@ def test_X_and_y_on_different_devices_are_refused(digits):
     with pytest.raises(ValueError, match="same device"):
         MLPClassifier(max_iter=1).fit(X1, xps.asarray(y, device=xps.Device("device1")),
                                       sample_weight=xps.asarray(np.ones(len(y)), device=xps.Device("device2")))
+
+
+def test_predict_memory_is_bounded_by_the_chunk_size(monkeypatch):
+    """NumPy reports its allocations to tracemalloc: the peak beyond the result stays
+    under the chunk budget and does not grow with the number of rows."""
+    import tracemalloc
+
+    import anymlp.estimators.base as base
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40000, 30)).astype(np.float32)
+    clf = quiet(MLPClassifier((64,), max_iter=1, random_state=0).fit, X[:500], rng.randint(0, 5, 500))
+    budget = 2**20
+    monkeypatch.setattr(base, "PREDICT_CHUNK_BYTES", budget)
+    extras = []
+    for n in (10000, 40000):
+        tracemalloc.start()
+        proba = clf.predict_proba(X[:n])
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        extras.append(peak - 2 * proba.nbytes)  # the result, and the chunks it is joined from
+    assert max(extras) < budget
+    assert extras[1] < extras[0] + budget / 4

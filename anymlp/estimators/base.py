@@ -411,8 +411,14 @@ class BaseMLP(BaseEstimator):
         return self._predict_cache[1]
 
     def _chunk_rows(self, dtype) -> int:
-        """Rows whose activations (input, widest layer, outputs) fit in PREDICT_CHUNK_BYTES."""
-        width = max(self._arch.layout.units) + sum(self._arch.layout.units[1:])
+        """Rows whose activations fit in PREDICT_CHUNK_BYTES.
+
+        Per row: the widest layer twice (its pre-activation and activation are
+        alive together), plus every layer's output, which covers the input
+        chunk a device backend copies and the outputs collected so far.
+        """
+        units = self._arch.layout.units
+        width = 2 * max(units) + sum(units[1:])
         itemsize = 4 if "float32" in str(dtype) else 8
         return max(1, PREDICT_CHUNK_BYTES // (width * itemsize))
 

@@ -86,7 +86,8 @@ def forward(theta, X, arch: Architecture, *, xp, keep=True):
     activations = [X]
     a = X
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
-        z = a @ W + b
+        z = a @ W
+        z += b  # in place: z is a fresh array, and this saves a pass over the layer
         last = i == len(coefs) - 1
         a = ACTIVATIONS[arch.out_activation](z, xp=xp) if last else hidden(z, xp=xp)
         if keep:
