@@ -187,7 +187,7 @@ def test_cuda_device_string_trains_on_gpu(digits):
 
 def test_device_without_float64_trains_in_float32(digits):
     """Like torch's MPS: float64 NumPy input is cast to float32 on the host, once."""
-    xps = pytest.importorskip("array_api_strict")
+    pytest.importorskip("array_api_strict")
     X, y = digits
     clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0, backend="array_api_strict",
                                      device="no_float64"), X, y)

@@ -11,11 +11,15 @@ output the two agree.
 """
 
 
-def _average(values, sample_weight, sw_sum, *, xp):
-    """Weighted mean over samples (axis 0), one value per output."""
+def _mean_over_samples(values, sample_weight, sw_sum, scale, *, xp):
+    """``scale`` times the (weighted) mean over samples, summed over outputs: a 0-d array.
+
+    One reduction over the whole (n, n_outputs) array, so two array operations
+    without weights: on a GPU each one is a kernel launch.
+    """
     if sample_weight is None:
-        return xp.mean(values, axis=0)
-    return xp.sum(values * sample_weight[:, None], axis=0) / sw_sum
+        return xp.sum(values) * (scale / values.shape[0])
+    return xp.sum(values * sample_weight[:, None]) * scale / sw_sum
 
 
 def _xlogy(y, ratio, *, xp):
@@ -25,13 +29,13 @@ def _xlogy(y, ratio, *, xp):
 
 
 def squared_error(Y, P, sample_weight, sw_sum, *, xp):
-    return 0.5 * xp.sum(_average((Y - P) ** 2, sample_weight, sw_sum, xp=xp))
+    return _mean_over_samples((Y - P) ** 2, sample_weight, sw_sum, 0.5, xp=xp)
 
 
 def poisson(Y, P, sample_weight, sw_sum, *, xp):
     safe_p = xp.where(Y == 0, 1.0, P)
     deviance = _xlogy(Y, Y / safe_p, xp=xp) - Y + P
-    return xp.sum(_average(deviance, sample_weight, sw_sum, xp=xp))
+    return _mean_over_samples(deviance, sample_weight, sw_sum, 1.0, xp=xp)
 
 
 def _clip_probabilities(P, *, xp):
@@ -42,14 +46,14 @@ def _clip_probabilities(P, *, xp):
 def log_loss(Y, P, sample_weight, sw_sum, *, xp):
     """Categorical cross-entropy for softmax outputs (Y one-hot)."""
     P = _clip_probabilities(P, xp=xp)
-    return -xp.sum(_average(Y * xp.log(P), sample_weight, sw_sum, xp=xp))
+    return _mean_over_samples(Y * xp.log(P), sample_weight, sw_sum, -1.0, xp=xp)
 
 
 def binary_log_loss(Y, P, sample_weight, sw_sum, *, xp):
     """Sum over outputs of independent logistic losses (binary and multilabel)."""
     P = _clip_probabilities(P, xp=xp)
     values = Y * xp.log(P) + (1 - Y) * xp.log(1 - P)
-    return -xp.sum(_average(values, sample_weight, sw_sum, xp=xp))
+    return _mean_over_samples(values, sample_weight, sw_sum, -1.0, xp=xp)
 
 
 LOSSES = {

@@ -107,14 +107,16 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     loss = LOSSES[arch.loss](Y, activations[-1], sample_weight, sw_sum, xp=xp)
     weights = theta[: arch.layout.n_coef]
     if alpha:
-        loss = loss + 0.5 * alpha * xp.vecdot(weights, weights) / sw_sum
+        penalty = xp.vecdot(weights, weights)
+        loss = loss + (penalty * (0.5 * alpha / sw_sum) if sample_weight is None else penalty * (0.5 * alpha) / sw_sum)
 
     delta = activations[-1] - Y
     if sample_weight is not None:
         delta = delta * sample_weight[:, None]
     grad = _backward(theta, activations, delta, arch, xp=xp)
     if alpha:
-        grad[: arch.layout.n_coef] += alpha * weights  # grad is our own fresh array
+        # Item assignment, not an add into a slice: correct whether slices are views or copies.
+        grad[: arch.layout.n_coef] += alpha * weights
     grad /= sw_sum
     return loss, grad
 
