@@ -93,3 +93,36 @@ def test_file_from_a_newer_format_is_refused_clearly(digits):
     fresh = MLPClassifier.__new__(MLPClassifier)
     with pytest.raises(IncompatibleModelError, match="saved by anymlp 9.0.0"):
         fresh.__setstate__(state)
+
+
+def test_model_fit_with_backend_torch_predicts_where_torch_is_missing(tmp_path, digits):
+    pytest.importorskip("torch")
+    X, y = digits
+    clf = _fit(MLPClassifier((7,), max_iter=3, random_state=0, backend="torch"), X, y)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(clf))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "expected.npy", clf.predict_proba(X))
+    script = textwrap.dedent(
+        f"""
+        import sys, pickle, warnings
+
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ImportError("torch is blocked")
+
+        sys.meta_path.insert(0, Blocker())
+        import numpy as np
+        model = pickle.loads(open({str(path)!r}, "rb").read())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            proba = model.predict_proba(np.load({str(tmp_path / 'X.npy')!r}))
+        assert any("Predicting on the input's own namespace" in str(w.message) for w in caught)
+        np.testing.assert_allclose(proba, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-12)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

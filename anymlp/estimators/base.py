@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from anymlp import __version__
 from anymlp._backend import (
     BACKENDS,
+    BackendUnavailableError,
     Backend,
     backend_name,
     device_of,
@@ -388,7 +389,7 @@ class BaseMLP(BaseEstimator):
             X = check_device_X(X, xp=_namespace_of(X), estimator=self, reset=False)
         else:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
-        backend = resolve_backend(X, backend=self.backend, device=self.device)
+        backend = self._predict_backend(X)
         theta = self._theta_on(backend)
         if sp.issparse(X) and not is_numpy_namespace(backend.xp):
             X = X.toarray()
@@ -399,6 +400,19 @@ class BaseMLP(BaseEstimator):
         else:
             X = to_device(X, backend, theta.dtype)
         return X, backend, theta, out
+
+    def _predict_backend(self, X) -> Backend:
+        """Where to predict; the input's own namespace when the chosen one is missing here.
+
+        A model fit with ``backend="cupy"`` or ``device="cuda"`` and loaded on a
+        machine without a GPU still predicts (on NumPy for NumPy input), with a
+        warning, rather than failing: fitting is where a missing GPU is an error.
+        """
+        try:
+            return resolve_backend(X, backend=self.backend, device=self.device)
+        except BackendUnavailableError as exc:
+            warnings.warn(f"{exc} Predicting on the input's own namespace instead.", UserWarning)
+            return resolve_backend(X, backend=_input_backend_name(X), device=None)
 
     def _theta_on(self, backend: Backend):
         """The parameters on ``backend``, converted once and cached."""
@@ -508,6 +522,10 @@ def _take_rows(a, idx, backend: Backend):
         return a[idx]
     xp = backend.xp
     return xp.take(a, to_device(idx, backend), axis=0)
+
+
+def _input_backend_name(X) -> str:
+    return backend_name(_namespace_of(X))
 
 
 def host_copy(a):
