@@ -332,9 +332,9 @@ def _default_device(xp):
     return None
 
 
-def dtype_name(dtype) -> str:
-    """'float32' or 'float64' for a float dtype of any namespace."""
-    return "float32" if "float32" in str(dtype) else "float64"
+def host_dtype(dtype) -> np.dtype:
+    """The NumPy float dtype named like ``dtype``, a float dtype of any namespace."""
+    return np.dtype(np.float32 if "float32" in str(dtype) else np.float64)
 
 
 def supports_float64(backend: "Backend") -> bool:
@@ -380,7 +380,7 @@ def to_device(x, backend: Backend, dtype=None):
         x = to_host(x)  # between two device libraries: go through the host once
     if isinstance(x, np.ndarray) and not is_numpy_namespace(xp):
         if dtype is not None:  # cast on the host: the device may not hold x's dtype at all
-            x = x.astype(dtype_name(dtype), copy=False)
+            x = x.astype(host_dtype(dtype), copy=False)
         x = xp.asarray(x, device=device)
     elif device is not None and not is_numpy_namespace(xp) and not _same_device(x, device):
         x = array_api_compat.to_device(x, device)

@@ -29,6 +29,7 @@ from anymlp._backend import (
     backend_name,
     device_of,
     get_config,
+    host_dtype,
     supports_float64,
     input_namespace,
     is_device_array,
@@ -196,7 +197,7 @@ class BaseMLP(BaseEstimator):
         """Everything on the device, or on the host when X is over the memory budget."""
         backend, dtype = self._backend, self._theta.dtype
         if self._streams(X):
-            host = lambda a: None if a is None else np.asarray(host_copy(a), dtype=_host_dtype(dtype))  # noqa: E731
+            host = lambda a: None if a is None else np.asarray(host_copy(a), dtype=host_dtype(dtype))  # noqa: E731
             return TrainingData(host(X), host(Y), host(sample_weight),
                                 batch_to_device=lambda a: to_device(a, backend))
         return TrainingData(self._to_compute(X, dtype), to_device(Y, backend, dtype),
@@ -207,8 +208,7 @@ class BaseMLP(BaseEstimator):
         budget = get_config()["fit_memory_budget"]
         if budget is None or is_numpy_namespace(self._backend.xp) or sp.issparse(X):
             return False
-        itemsize = 4 if "float32" in str(self._theta.dtype) else 8
-        return X.shape[0] * X.shape[1] * itemsize > budget
+        return X.shape[0] * X.shape[1] * host_dtype(self._theta.dtype).itemsize > budget
 
     def _to_compute(self, X, dtype):
         if sp.issparse(X):
@@ -217,7 +217,7 @@ class BaseMLP(BaseEstimator):
                     "Sparse X is supported on the NumPy backend only; pass a dense array "
                     f"to compute on {self._backend.name}."
                 )
-            return X.tocsr().astype(_host_dtype(dtype), copy=False)
+            return X.tocsr().astype(host_dtype(dtype), copy=False)
         return to_device(X, self._backend, dtype)
 
     def _validate_fit_data(self, X, y, backend, incremental, reset):
@@ -240,7 +240,7 @@ class BaseMLP(BaseEstimator):
         self.n_layers_ = len(hidden) + 2
         self.out_activation_ = self._output_activation()
         self._arch = Architecture(Layout((n_features, *hidden, n_outputs)), self.activation, self._loss_name())
-        theta = glorot_uniform(self._arch.layout, self.activation, self._random_state, _host_dtype(dtype))
+        theta = glorot_uniform(self._arch.layout, self.activation, self._random_state, host_dtype(dtype))
         self._backend = backend
         self._theta = to_device(theta, backend)
         self._history = History(early_stopping=self.early_stopping) if self.solver in _STOCHASTIC_SOLVERS else None
@@ -394,9 +394,9 @@ class BaseMLP(BaseEstimator):
         if sp.issparse(X) and not is_numpy_namespace(backend.xp):
             X = X.toarray()
         if sp.issparse(X):
-            X = X.tocsr().astype(_host_dtype(theta.dtype))
+            X = X.tocsr().astype(host_dtype(theta.dtype))
         elif self._streams(X):
-            X = np.asarray(host_copy(X), dtype=_host_dtype(theta.dtype))  # moved chunk by chunk
+            X = np.asarray(host_copy(X), dtype=host_dtype(theta.dtype))  # moved chunk by chunk
         else:
             X = to_device(X, backend, theta.dtype)
         return X, backend, theta, out
@@ -433,8 +433,7 @@ class BaseMLP(BaseEstimator):
         """
         units = self._arch.layout.units
         width = 2 * max(units) + sum(units[1:])
-        itemsize = 4 if "float32" in str(dtype) else 8
-        return max(1, PREDICT_CHUNK_BYTES // (width * itemsize))
+        return max(1, PREDICT_CHUNK_BYTES // (width * host_dtype(dtype).itemsize))
 
     def _forward(self, X, theta, xp):
         """Output-layer activations ``(n, n_outputs)``, computed in bounded chunks.
@@ -506,22 +505,17 @@ def _namespace_of(X):
     return input_namespace(X if is_device_array(X) else None)[0]
 
 
-def _host_dtype(dtype):
-    return np.float32 if "float32" in str(dtype) else np.float64
-
-
 def _model_dtype(X_dtype, backend: Backend):
     """X's float dtype, or float32 on a device without float64 (like scikit-learn's array API)."""
     if "float64" in str(X_dtype) and not supports_float64(backend):
-        return np.float32
-    return _host_dtype(X_dtype)
+        return np.dtype(np.float32)
+    return host_dtype(X_dtype)
 
 
 def _take_rows(a, idx, backend: Backend):
-    if sp.issparse(a) or isinstance(a, np.ndarray):
-        return a[idx]
-    xp = backend.xp
-    return xp.take(a, to_device(idx, backend), axis=0)
+    """Rows ``idx`` (a host index array) of an array on the host or on ``backend``."""
+    on_host = sp.issparse(a) or isinstance(a, np.ndarray)
+    return take_rows(a, idx if on_host else to_device(idx, backend), xp=backend.xp)
 
 
 def _input_backend_name(X) -> str:

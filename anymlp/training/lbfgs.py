@@ -15,7 +15,7 @@ import numpy as np
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
-from anymlp._backend import to_host
+from anymlp._backend import host_dtype, to_host
 from anymlp.nn import loss_and_grad
 from anymlp.training.callbacks import notify
 
@@ -29,7 +29,7 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
     dtype = theta.dtype
 
     def loss_and_grad(x):
-        loss, grad = objective(to_device(np.asarray(x, dtype=_host_dtype(dtype))))
+        loss, grad = objective(to_device(np.asarray(x, dtype=host_dtype(dtype))))
         both = to_host(xp.concat([xp.reshape(loss, (1,)), grad]))
         return float(both[0]), both[1:].astype(np.float64)
 
@@ -56,7 +56,7 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
     finally:
         notify(callbacks, "on_fit_end", estimator)
     n_iter = _check_result(result, max_iter)
-    return to_device(result.x.astype(_host_dtype(dtype))), n_iter, float(result.fun)
+    return to_device(result.x.astype(host_dtype(dtype))), n_iter, float(result.fun)
 
 
 def streamed_loss_and_grad(theta, data, arch, alpha: float, rows: int, *, xp):
@@ -77,11 +77,6 @@ def streamed_loss_and_grad(theta, data, arch, alpha: float, rows: int, *, xp):
     loss = loss + 0.5 * alpha * xp.vecdot(weights, weights) / total
     grad[: arch.layout.n_coef] += alpha * weights / total
     return loss, grad
-
-
-def _host_dtype(dtype):
-    """The NumPy dtype with the same name as a namespace's float dtype."""
-    return np.float32 if "float32" in str(dtype) else np.float64
 
 
 def _check_result(result, max_iter: int) -> int:
