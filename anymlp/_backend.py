@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,11 +164,9 @@ def backend_name(xp) -> str:
 
 def is_device_array(x) -> bool:
     """True for arrays of a non-NumPy array-API library (torch, CuPy, strict...)."""
-    if x is None or isinstance(x, np.ndarray) or np.isscalar(x):
+    if x is None or isinstance(x, (np.ndarray, np.generic)):
         return False
-    if hasattr(x, "__array_namespace__") or array_api_compat.is_torch_array(x):
-        return not isinstance(x, np.generic)
-    return False
+    return hasattr(x, "__array_namespace__") or array_api_compat.is_torch_array(x)
 
 
 def input_namespace(*arrays):
@@ -288,7 +287,7 @@ def resolve_backend(*arrays, backend=None, device=None) -> Backend:
             return Backend(input_xp, input_device)
         return Backend(input_xp, _parse_device(input_xp, device))
     xp = namespace_by_name(backend)
-    if xp is input_xp or backend_name(xp) == backend_name(input_xp):
+    if backend_name(xp) == backend_name(input_xp):
         if device is None:
             return Backend(input_xp, input_device)
     return Backend(xp, _parse_device(xp, device) if device is not None else _default_device(xp))
@@ -376,12 +375,18 @@ def to_device(x, backend: Backend, dtype=None):
     if x is None:
         return None
     xp, device = backend.xp, backend.device
+    if array_api_compat.is_torch_array(x) and x.requires_grad:
+        x = x.detach()  # anymlp computes its own gradients; an autograd graph would only grow
     if is_device_array(x) and backend_name(array_api_compat.array_namespace(x)) != backend.name:
         x = to_host(x)  # between two device libraries: go through the host once
     if isinstance(x, np.ndarray) and not is_numpy_namespace(xp):
         if dtype is not None:  # cast on the host: the device may not hold x's dtype at all
             x = x.astype(host_dtype(dtype), copy=False)
-        x = xp.asarray(x, device=device)
+        with warnings.catch_warnings():
+            # torch warns that a read-only NumPy array may be written through the tensor;
+            # anymlp never writes to the user's data.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            x = xp.asarray(x, device=device)
     elif device is not None and not is_numpy_namespace(xp) and not _same_device(x, device):
         x = array_api_compat.to_device(x, device)
     if dtype is not None and x.dtype != dtype:

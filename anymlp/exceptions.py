@@ -10,6 +10,13 @@ NON_FINITE_MESSAGE = (
 )
 
 
+class NonFiniteTrainingError(ValueError):
+    """Training produced no finite model (scikit-learn raises a plain ValueError here)."""
+
+    def __init__(self, message=NON_FINITE_MESSAGE):
+        super().__init__(message)
+
+
 class DivergenceWarning(UserWarning):
     """Training stopped because the loss or the weights became NaN or infinite."""
 
@@ -18,4 +25,4 @@ class IncompatibleModelError(ValueError):
     """A pickled model was written by an anymlp version this one cannot read."""
 
 
-__all__ = ["BackendUnavailableError", "DivergenceWarning", "IncompatibleModelError"]
+__all__ = ["BackendUnavailableError", "DivergenceWarning", "IncompatibleModelError", "NonFiniteTrainingError"]

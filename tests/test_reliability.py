@@ -303,3 +303,108 @@ def test_predict_memory_is_bounded_by_the_chunk_size(monkeypatch):
         extras.append(peak - 2 * proba.nbytes)  # the result, and the chunks it is joined from
     assert max(extras) < budget
     assert extras[1] < extras[0] + budget / 4
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_host_targets_beside_device_X(device_backend):
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(60, 3)
+    y = X.sum(1)
+    Xb = device_backend.asarray(X)
+    reg = quiet(MLPRegressor(max_iter=2).fit, Xb, y)
+    assert device_backend.is_own(reg.predict(Xb))
+    for labels in (list(y > 1.5), pd.Series(y > 1.5)):
+        clf = quiet(MLPClassifier(max_iter=2).fit, Xb, labels)
+        np.testing.assert_array_equal(clf.classes_, [False, True])
+
+
+def test_torch_input_that_requires_grad_builds_no_graph():
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X = torch.asarray(rng.rand(200, 5)).requires_grad_(True)
+    clf = quiet(MLPClassifier((4,), max_iter=3).fit, X, torch.asarray(rng.randint(0, 2, 200)))
+    assert not clf._theta.requires_grad and clf._theta.grad_fn is None
+    assert not clf.predict_proba(X).requires_grad
+
+
+def test_partial_fit_after_divergence_starts_from_finite_optimizer_state():
+    X, y = make_regression(n_samples=100, n_features=4, random_state=0)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), random_state=0)
+    reg.partial_fit(X, y)
+    with pytest.warns(DivergenceWarning):
+        reg.partial_fit(X * 1e200, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        reg.partial_fit(X, y)
+    assert np.isfinite(reg.loss_)
+
+
+def test_first_fit_without_a_finite_epoch_leaves_the_estimator_unfitted():
+    from sklearn.exceptions import NotFittedError
+
+    X = np.full((20, 3), np.finfo(np.float64).max / 10)
+    X[::2] *= -1
+    reg = MLPRegressor(max_iter=3)
+    with pytest.raises(ValueError, match="non-finite"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.fit(X, np.arange(20.0))
+    with pytest.raises(NotFittedError):
+        reg.predict(X)
+
+
+def test_refused_refit_keeps_the_fitted_classes(digits):
+    X, y = digits
+    clf = quiet(MLPClassifier((5,), max_iter=2).fit, X, y)
+    with pytest.raises(ValueError, match="Negative"):
+        clf.fit(X, y + 10, sample_weight=-np.ones(len(y)))
+    np.testing.assert_array_equal(clf.classes_, np.arange(10))
+    assert set(np.unique(clf.predict(X))) <= set(range(10))
+
+
+def test_assigning_coefs_of_another_shape_is_refused(digits):
+    X, y = digits
+    clf = quiet(MLPClassifier((5,), max_iter=2).fit, X, y)
+    with pytest.raises(ValueError, match="fitted shapes"):
+        clf.coefs_ = [np.zeros((64, 4)), np.zeros((4, 10))]
+    clf.coefs_ = [c * 0 for c in clf.coefs_]  # same shapes: accepted, and used
+    assert np.allclose(clf.predict_proba(X), clf.predict_proba(X)[0])
+
+
+def test_unsigned_labels_predict_on_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X = torch.asarray(rng.rand(60, 3))
+    for dtype in (np.uint16, np.uint32, np.uint64):
+        clf = quiet(MLPClassifier((3,), max_iter=2).fit, X, (np.arange(60) % 3).astype(dtype))
+        assert set(np.unique(clf.predict(X).numpy())) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("first, second", [(False, True), (True, False)])
+def test_switching_early_stopping_between_warm_fits(digits, first, second):
+    X, y = digits
+    clf = quiet(MLPClassifier((5,), max_iter=3, warm_start=True, early_stopping=first, random_state=0).fit, X, y)
+    clf.set_params(early_stopping=second)
+    quiet(clf.fit, X, y)
+    assert len(clf.loss_curve_) == 6
+    assert (clf.validation_scores_ is not None) == second
+
+
+def test_read_only_numpy_on_torch_backend_is_quiet(digits):
+    pytest.importorskip("torch")
+    X, y = digits
+    X = X.copy()
+    X.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier((4,), max_iter=2, backend="torch").fit(X, y)
+
+
+def test_non_integer_layer_sizes_are_refused(digits):
+    X, y = digits
+    with pytest.raises(TypeError, match="integers"):
+        MLPClassifier((3.5,)).fit(X, y)

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d, validate_data
 from threadpoolctl import threadpool_limits
 
 from anymlp import __version__
@@ -41,7 +41,7 @@ from anymlp._backend import (
     to_namespace_of,
 )
 from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight
-from anymlp.exceptions import NON_FINITE_MESSAGE, IncompatibleModelError
+from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
@@ -122,6 +122,14 @@ class BaseMLP(BaseEstimator):
         return [convert(c) for c in coefs], [convert(b) for b in intercepts]
 
     def _set_public_params(self, coefs, intercepts):
+        layout = self._arch.layout
+        expected = [shape for _, _, shape in layout.coef_slices] + [(b - a,) for a, b in layout.intercept_slices]
+        given = [tuple(a.shape) for a in list(coefs) + list(intercepts)]
+        if given != expected:
+            raise ValueError(
+                f"coefs_ and intercepts_ must keep the fitted shapes {expected}; got {given}. "
+                "Fit again to change the architecture."
+            )
         xp = self._backend.xp
         flat = [xp.reshape(to_device(a, self._backend, self._theta.dtype), (-1,)) for a in list(coefs) + list(intercepts)]
         self._theta = xp.concat(flat)
@@ -160,6 +168,8 @@ class BaseMLP(BaseEstimator):
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
         if np.any(np.array(sizes) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        if not all(isinstance(s, Integral) for s in sizes):
+            raise TypeError(f"hidden_layer_sizes must hold integers, got {sizes}.")
         return [int(s) for s in sizes]
 
     def _fit(self, X, y, sample_weight, incremental):
@@ -172,8 +182,10 @@ class BaseMLP(BaseEstimator):
             if self.validation_fraction <= 0:
                 raise ValueError("early_stopping=True needs validation_fraction > 0; got 0.")
         backend = resolve_backend(X, backend=self.backend, device=self.device)
-        X, Y, y_host = self._validate_fit_data(X, y, backend, incremental, reset=first_pass)
+        X, y = self._validate_fit_data(X, y, reset=first_pass)
         sample_weight = check_sample_weight(sample_weight, X, xp=_namespace_of(X))
+        # Only now, with every input checked, may the label encoding change.
+        Y, y_host = self._encode_target(y, incremental)
         self._random_state = check_random_state(self.random_state)
         n_outputs = Y.shape[1]
         if first_pass:
@@ -184,13 +196,19 @@ class BaseMLP(BaseEstimator):
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
         data = self._training_data(X, Y, sample_weight)
         rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn=False)
-        with self._blas_threads(rows):
-            if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
-            else:
-                self._fit_lbfgs(data)
-        self._predict_cache = None
-        self._check_finite_params()
+        try:
+            with self._blas_threads(rows):
+                if self.solver in _STOCHASTIC_SOLVERS:
+                    self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
+                else:
+                    self._fit_lbfgs(data)
+            self._check_finite_params()
+        except NonFiniteTrainingError:
+            if first_pass:
+                del self._theta  # nothing worth keeping: the estimator stays unfitted
+            raise
+        finally:
+            self._predict_cache = None
         return self
 
     def _training_data(self, X, Y, sample_weight) -> TrainingData:
@@ -220,12 +238,12 @@ class BaseMLP(BaseEstimator):
             return X.tocsr().astype(host_dtype(dtype), copy=False)
         return to_device(X, self._backend, dtype)
 
-    def _validate_fit_data(self, X, y, backend, incremental, reset):
-        """Validated X (host or device), the encoded target Y (n, n_outputs) and host y."""
+    def _validate_fit_data(self, X, y, reset):
+        """Validated X (host or device) and y, without touching the label encoding."""
         if is_device_array(X):
             xp = _namespace_of(X)
             X = check_device_X(X, xp=xp, estimator=self, reset=reset)
-            y = self._validate_device_target(y, X.shape[0], xp=xp)
+            y = self._validate_target_beside_device_X(y, X.shape[0], xp=xp)
         else:
             X, y = validate_data(
                 self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -233,7 +251,16 @@ class BaseMLP(BaseEstimator):
             )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True) if isinstance(y, np.ndarray) else y[:, 0]
-        return X, *self._encode_target(y, incremental)
+        return X, y
+
+    def _validate_target_beside_device_X(self, y, n_samples, *, xp):
+        """y for device X: checked where it lives (device) or as scikit-learn does (host)."""
+        if is_device_array(y):
+            return self._validate_device_target(y, n_samples, xp=xp)
+        y = check_array(y, ensure_2d=False, dtype="numeric" if not self._is_classifier else None,
+                        ensure_all_finite=True, input_name="y")
+        check_consistent_length(np.empty(n_samples), y)
+        return y
 
     def _initialize(self, n_features, hidden, n_outputs, dtype, backend: Backend):
         self.n_outputs_ = n_outputs
@@ -269,7 +296,7 @@ class BaseMLP(BaseEstimator):
         return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp)
 
     def _fit_lbfgs(self, data: TrainingData):
-        xp = self._backend.xp
+        xp, theta_before = self._backend.xp, self._theta
         if data.batch_to_device is None:
             objective = self._objective()
             full_batch = lambda theta: objective(theta, data.X, data.Y, data.sample_weight)  # noqa: E731
@@ -286,7 +313,8 @@ class BaseMLP(BaseEstimator):
         if not np.isfinite(self.loss_):
             # Finite weights whose predictions overflow (say, the exp output of the
             # Poisson loss on unscaled data) are no model either.
-            raise ValueError(NON_FINITE_MESSAGE)
+            self._theta = theta_before
+            raise NonFiniteTrainingError()
         self.t_ = 0
         for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
             self.__dict__.pop(name, None)
@@ -303,8 +331,13 @@ class BaseMLP(BaseEstimator):
     def _fit_stochastic(self, data: TrainingData, y_host, incremental, trained):
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
-        if self._history is None:  # a stochastic warm start after an L-BFGS fit
+        previous = self._history
+        if previous is None or previous.early_stopping != self.early_stopping:
+            # A stochastic warm start after L-BFGS, or early stopping switched on or off:
+            # keep the curve and the sample count, restart the stopping bookkeeping.
             self._history = History(early_stopping=self.early_stopping)
+            if previous is not None:
+                self._history.t, self._history.loss_curve = previous.t, previous.loss_curve
         train, validation_score = data, None
         if self.early_stopping:
             train, validation_score = self._split_for_early_stopping(data, y_host)
@@ -377,7 +410,7 @@ class BaseMLP(BaseEstimator):
     def _check_finite_params(self):
         xp = self._backend.xp
         if not bool(to_host(xp.all(xp.isfinite(self._theta)))):
-            raise ValueError(NON_FINITE_MESSAGE)
+            raise NonFiniteTrainingError()
 
     # ------------------------------------------------------------------ prediction
 
@@ -494,6 +527,10 @@ class BaseMLP(BaseEstimator):
         if state.get("_optimizer") is not None and isinstance(state["_optimizer"], AdamOptimizer):
             state["_optimizer"].set_namespace(namespace_by_name("numpy"))
         self.__dict__.update(state)
+
+    def __sklearn_is_fitted__(self):
+        # n_features_in_ alone is not enough: a first fit may fail after validating X.
+        return hasattr(self, "_theta") and hasattr(self, "n_outputs_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -97,7 +97,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     # ------------------------------------------------------------------ targets
 
     def _validate_device_target(self, y, n_samples, *, xp):
-        y = check_array(to_host(y), ensure_2d=False, dtype=None)
+        y = check_array(to_host(y), ensure_2d=False, dtype=None, input_name="y")
         check_consistent_length(np.empty(n_samples), y)
         return y
 
@@ -167,12 +167,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         X, backend, theta, (out_xp, out_device) = self._validate_predict_X(X)
         xp = backend.xp
         codes = self._outputs_to_predictions(self._forward(X, theta, xp), xp)
-        if self._label_binarizer.y_type_ != "multilabel-indicator" and self.classes_.dtype.kind in "iufb":
-            classes = to_namespace_of(np.asarray(self.classes_), xp, backend.device)
-            return to_namespace_of(xp.take(classes, codes, axis=0), out_xp, out_device)
         if self._label_binarizer.y_type_ == "multilabel-indicator":
             return to_namespace_of(codes, out_xp, out_device)
-        return self._decode_host(to_host(codes))
+        if _takes_on_device(self.classes_.dtype):
+            classes = to_namespace_of(np.asarray(self.classes_), xp, backend.device)
+            return to_namespace_of(xp.take(classes, codes, axis=0), out_xp, out_device)
+        labels = self._decode_host(to_host(codes))
+        if labels.dtype.kind not in "iub":
+            return labels  # strings and objects: only NumPy holds them
+        return to_namespace_of(labels, out_xp, out_device)
 
     def _proba(self, X, transform=None):
         X, backend, theta, (out_xp, out_device) = self._validate_predict_X(X)
@@ -214,3 +217,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+
+def _takes_on_device(dtype) -> bool:
+    """Label dtypes every backend can gather with ``take`` (torch cannot for uint16-64)."""
+    return dtype.kind in "fb" or (dtype.kind == "i") or dtype == np.uint8

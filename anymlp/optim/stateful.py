@@ -11,7 +11,17 @@ from anymlp.optim.schedules import LearningRateSchedule
 from anymlp.optim.sgd import SGDState, sgd_init, sgd_update
 
 
-class SGDOptimizer:
+class _StateCheckpoints:
+    """Copy and restore the optimizer's arrays, with theta, at the end of a good epoch."""
+
+    def snapshot(self, copy):
+        return type(self.state)(*(copy(a) if hasattr(a, "shape") else a for a in self.state))
+
+    def restore(self, state) -> None:
+        self.state = state
+
+
+class SGDOptimizer(_StateCheckpoints):
     def __init__(self, theta, *, xp, learning_rate_init, lr_schedule="constant",
                  momentum=0.9, nesterov=True, power_t=0.5):
         self.schedule = LearningRateSchedule(lr_schedule, learning_rate_init, power_t)
@@ -41,7 +51,7 @@ class SGDOptimizer:
         self.state = SGDState(*(fn(a) for a in self.state))
 
 
-class AdamOptimizer:
+class AdamOptimizer(_StateCheckpoints):
     def __init__(self, theta, *, xp, learning_rate_init, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.learning_rate_init = float(learning_rate_init)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon

@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches, shuffle
 
 from anymlp._backend import to_host
-from anymlp.exceptions import NON_FINITE_MESSAGE, DivergenceWarning
+from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError
 from anymlp.training.callbacks import notify
 from anymlp.training.history import History
 
@@ -122,7 +122,10 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     n = data.n_samples
     order_host = np.arange(n, dtype=int)
     n_batches = math.ceil(n / settings.batch_size)
-    last_good, ever_finite = snapshot(theta, xp=xp), False
+    copy = lambda a: snapshot(a, xp=xp)  # noqa: E731
+    # Parameters and optimizer state after the last finite epoch: what divergence and
+    # Ctrl-C go back to. Without it, later partial_fits would start from NaN moments.
+    last_good, last_state, ever_finite = copy(theta), optimizer.snapshot(copy), False
     notify(callbacks, "on_fit_begin", estimator, max_epochs=settings.max_iter, n_batches=n_batches)
     try:
         history.n_iter = 0
@@ -153,12 +156,13 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             })
             diverged = not (math.isfinite(history.loss) and theta_finite)
             if diverged:
+                optimizer.restore(last_state)
                 if not (ever_finite or trained):
-                    raise ValueError(NON_FINITE_MESSAGE)
+                    raise NonFiniteTrainingError()
                 _warn_divergence(history.n_iter)
                 theta = last_good
                 break
-            last_good, ever_finite = snapshot(theta, xp=xp), True
+            last_good, last_state, ever_finite = copy(theta), optimizer.snapshot(copy), True
             optimizer.iteration_ends(history.t)
             if _should_stop(history, settings, optimizer):
                 break
@@ -177,6 +181,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             "warm_start=True to continue."
         )
         theta = last_good
+        optimizer.restore(last_state)
     finally:
         notify(callbacks, "on_fit_end", estimator)
     if history.early_stopping:
