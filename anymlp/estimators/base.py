@@ -215,7 +215,7 @@ class BaseMLP(BaseEstimator):
         """Everything on the device, or on the host when X is over the memory budget."""
         backend, dtype = self._backend, self._theta.dtype
         if self._streams(X):
-            host = lambda a: None if a is None else np.asarray(host_copy(a), dtype=host_dtype(dtype))  # noqa: E731
+            host = lambda a: None if a is None else _on_host(a, dtype)  # noqa: E731
             return TrainingData(host(X), host(Y), host(sample_weight),
                                 batch_to_device=lambda a: to_device(a, backend))
         return TrainingData(self._to_compute(X, dtype), to_device(Y, backend, dtype),
@@ -274,8 +274,7 @@ class BaseMLP(BaseEstimator):
         if self._history is not None and self.early_stopping:
             # A first fit that never improves restores its initial weights, as scikit-learn does.
             self._history.best_theta = backend.xp.asarray(self._theta, copy=True)
-        for name in ("_optimizer",):
-            self.__dict__.pop(name, None)
+        self.__dict__.pop("_optimizer", None)
         self.n_iter_, self.t_ = 0, 0
 
     def _move_state_to(self, backend: Backend):
@@ -306,7 +305,7 @@ class BaseMLP(BaseEstimator):
                 theta, data, self._arch, float(self.alpha), rows, xp=xp)
         self._theta, self.n_iter_, self.loss_ = fit_lbfgs(
             self._theta, full_batch,
-            xp=self._backend.xp, to_device=lambda a: to_device(a, self._backend),
+            xp=xp, to_device=lambda a: to_device(a, self._backend),
             max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
             callbacks=self.callbacks, estimator=self,
         )
@@ -429,7 +428,7 @@ class BaseMLP(BaseEstimator):
         if sp.issparse(X):
             X = X.tocsr().astype(host_dtype(theta.dtype))
         elif self._streams(X):
-            X = np.asarray(host_copy(X), dtype=host_dtype(theta.dtype))  # moved chunk by chunk
+            X = _on_host(X, theta.dtype)  # moved chunk by chunk
         else:
             X = to_device(X, backend, theta.dtype)
         return X, backend, theta, out
@@ -492,9 +491,8 @@ class BaseMLP(BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_theta",):
-            if name in state:
-                state[name] = to_host(state[name])
+        if "_theta" in state:
+            state["_theta"] = to_host(state["_theta"])
         if state.get("_history") is not None:
             history = state["_history"] = copy.copy(state["_history"])
             history.best_theta = to_host(history.best_theta)
@@ -557,6 +555,11 @@ def _take_rows(a, idx, backend: Backend):
 
 def _input_backend_name(X) -> str:
     return backend_name(_namespace_of(X))
+
+
+def _on_host(a, dtype) -> np.ndarray:
+    """``a`` as a host array in the model's float dtype: streamed data stays here."""
+    return np.asarray(host_copy(a), dtype=host_dtype(dtype))
 
 
 def host_copy(a):

@@ -173,7 +173,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             classes = to_namespace_of(np.asarray(self.classes_), xp, backend.device)
             return to_namespace_of(xp.take(classes, codes, axis=0), out_xp, out_device)
         labels = self._decode_host(to_host(codes))
-        if labels.dtype.kind not in "iub":
+        if labels.dtype.kind != "u":
             return labels  # strings and objects: only NumPy holds them
         return to_namespace_of(labels, out_xp, out_device)
 
@@ -221,4 +221,4 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
 def _takes_on_device(dtype) -> bool:
     """Label dtypes every backend can gather with ``take`` (torch cannot for uint16-64)."""
-    return dtype.kind in "fb" or (dtype.kind == "i") or dtype == np.uint8
+    return dtype.kind in "fbi" or dtype == np.uint8
