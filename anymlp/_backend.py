@@ -52,7 +52,13 @@ def _config_stack():
 
 
 _UNSET = object()
-_ENV = {"backend": "ANYMLP_BACKEND", "device": "ANYMLP_DEVICE", "fit_memory_budget": "ANYMLP_FIT_MEMORY_BUDGET"}
+_ENV = {
+    "backend": "ANYMLP_BACKEND",
+    "device": "ANYMLP_DEVICE",
+    "fit_memory_budget": "ANYMLP_FIT_MEMORY_BUDGET",
+    "kernels": "ANYMLP_KERNELS",
+}
+KERNELS = ("auto", "array_api")
 
 
 def get_config() -> dict:
@@ -60,39 +66,56 @@ def get_config() -> dict:
 
     ``fit_memory_budget`` is in bytes: training data larger than that stays on
     the host and each batch is sent to the device as it is needed.
+    ``kernels`` is "auto" (fused loops where the namespace has them) or
+    "array_api" (the portable reference code everywhere).
     """
     current = {key: os.environ.get(var) or None for key, var in _ENV.items()}
     if current["fit_memory_budget"] is not None:
         current["fit_memory_budget"] = int(float(current["fit_memory_budget"]))
     for layer in _config_stack():
         current.update({k: v for k, v in layer.items() if v is not _UNSET})
+    current["kernels"] = current["kernels"] or "auto"
     return current
 
 
-def _checked(backend, device, fit_memory_budget) -> dict:
+def fused_kernels_allowed() -> bool:
+    """``get_config()["kernels"] == "auto"``, cheap enough to ask once per batch."""
+    for layer in reversed(_config_stack()):
+        value = layer.get("kernels", _UNSET)
+        if value is not _UNSET and value is not None:
+            return value == "auto"
+    return os.environ.get("ANYMLP_KERNELS", "auto") in ("auto", "")
+
+
+def _checked(**settings) -> dict:
+    backend, budget, kernels = (settings.get(k, _UNSET) for k in ("backend", "fit_memory_budget", "kernels"))
     if backend not in (_UNSET, None):
         _check_backend_name(backend)
-    if fit_memory_budget not in (_UNSET, None) and not fit_memory_budget > 0:
-        raise ValueError(f"fit_memory_budget must be a positive number of bytes or None; got {fit_memory_budget!r}.")
-    return {"backend": backend, "device": device, "fit_memory_budget": fit_memory_budget}
+    if budget not in (_UNSET, None) and not budget > 0:
+        raise ValueError(f"fit_memory_budget must be a positive number of bytes or None; got {budget!r}.")
+    if kernels not in (_UNSET, None) and kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}; got {kernels!r}.")
+    return settings
 
 
-def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET) -> None:
+def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=_UNSET) -> None:
     """Set global defaults; arguments left out keep their value, None resets one.
 
     ``backend``/``device`` choose where estimators compute NumPy input (an
     estimator's own parameters win over them); ``fit_memory_budget`` (bytes)
-    makes larger training sets stream from the host batch by batch.
+    makes larger training sets stream from the host batch by batch;
+    ``kernels="array_api"`` turns the fused NumPy loops off (to rule them out
+    when debugging: results are bitwise the same).
     """
-    settings = _checked(backend, device, fit_memory_budget)
+    settings = _checked(backend=backend, device=device, fit_memory_budget=fit_memory_budget, kernels=kernels)
     _config_stack()[0].update({k: v for k, v in settings.items() if v is not _UNSET})
 
 
 @contextlib.contextmanager
-def config_context(*, backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET):
+def config_context(*, backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=_UNSET):
     """Temporarily change the settings of :func:`set_config`."""
     stack = _config_stack()
-    stack.append(_checked(backend, device, fit_memory_budget))
+    stack.append(_checked(backend=backend, device=device, fit_memory_budget=fit_memory_budget, kernels=kernels))
     try:
         yield
     finally:

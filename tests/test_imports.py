@@ -9,12 +9,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "anymlp"
 
 
 def test_import_anymlp_does_not_import_gpu_libraries():
-    code = "import sys, anymlp; print(sorted(m for m in ('cupy', 'torch', 'array_api_strict', 'matplotlib', 'tqdm') if m in sys.modules))"
+    code = "import sys, anymlp; print(sorted(m for m in ('cupy', 'torch', 'array_api_strict', 'matplotlib', 'tqdm', 'numba') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
-LAYERS = {"_backend": 0, "exceptions": 0, "nn": 1, "optim": 1, "training": 2, "estimators": 3}
+LAYERS = {"_backend": 0, "exceptions": 0, "kernels": 1, "nn": 1, "optim": 1, "training": 2, "estimators": 3}
 
 
 def _layer(module: str):
@@ -51,6 +51,6 @@ def _imported_roots(path):
 
 
 def test_math_layer_does_not_import_scikit_learn_or_scipy():
-    for sub in ("nn", "optim"):
+    for sub in ("kernels", "nn", "optim"):
         for path in (PACKAGE / sub).rglob("*.py"):
             assert not _imported_roots(path) & {"sklearn", "scipy"}, path

@@ -1,9 +1,12 @@
 """Activation functions and their derivatives, keyed by scikit-learn's names.
 
 Derivatives are written in terms of the layer's *output* ``Z`` (as scikit-learn
-does), so the backward pass needs no pre-activation values. All functions are
-out-of-place: the user's arrays and the stored activations are never modified.
+does), so the backward pass needs no pre-activation values. Activations never
+modify their input (it may be the user's X); a derivative may overwrite
+``delta``, which the backward pass owns, and returns the result.
 """
+
+from anymlp.kernels import fused_for
 
 
 def identity(z, *, xp):
@@ -56,6 +59,10 @@ def tanh_derivative(z, delta, *, xp):
 
 
 def relu_derivative(z, delta, *, xp):
+    fused = fused_for(delta, z)
+    if fused is not None:  # NumPy's where is ~5x slower than this loop at (200, 100)
+        fused.zero_where_zero(z.reshape(-1), delta.reshape(-1))
+        return delta
     # where, not boolean-mask assignment: works on every namespace, no host sync.
     return xp.where(z == 0, 0.0, delta)
 

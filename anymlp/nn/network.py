@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from anymlp.kernels import fused_for, scalar
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.losses import CANONICAL_OUTPUT, LOSSES
 
@@ -114,11 +115,20 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     if sample_weight is not None:
         delta = delta * sample_weight[:, None]
     grad = _backward(theta, activations, delta, arch, xp=xp)
+    return loss, _finish_gradient(grad, weights, alpha, sw_sum, xp=xp)
+
+
+def _finish_gradient(grad, weights, alpha, sw_sum, *, xp):
+    """Add the L2 gradient ``alpha * W`` to the weights' part, then divide all by ``sw_sum``."""
+    fused = fused_for(grad, weights)
+    if fused is not None and (isinstance(sw_sum, int) or sw_sum.dtype == grad.dtype):
+        fused.finish_gradient(grad, weights, scalar(alpha, grad), bool(alpha), scalar(sw_sum, grad))
+        return grad
     if alpha:
         # Item assignment, not an add into a slice: correct whether slices are views or copies.
-        grad[: arch.layout.n_coef] += alpha * weights
+        grad[: weights.shape[0]] += alpha * weights
     grad /= sw_sum
-    return loss, grad
+    return grad
 
 
 def _backward(theta, activations, delta, arch: Architecture, *, xp):

@@ -8,6 +8,8 @@ does; it matters only when ``v`` is tiny.
 import math
 from typing import Any, NamedTuple
 
+from anymlp.kernels import fused_for, scalar
+
 
 class AdamState(NamedTuple):
     t: int  # steps taken, kept on the host
@@ -32,14 +34,20 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
     scikit-learn's, operation for operation.
     """
     m, v = state.m, state.v
+    t = state.t + 1
+    step_size = adam_step_size(learning_rate, t, beta_1, beta_2)
+    fused = fused_for(theta, grad, m, v)
+    if fused is not None:
+        fused.adam(*(a.reshape(-1) for a in (theta, grad, m, v)),
+                   *(scalar(c, theta) for c in (beta_1, 1 - beta_1, beta_2, 1 - beta_2, -step_size, epsilon)))
+        return theta, AdamState(t, m, v)
     m *= beta_1
     m += (1 - beta_1) * grad
     v *= beta_2
     v += (1 - beta_2) * (grad * grad)
-    t = state.t + 1
     denom = xp.sqrt(v)
     denom += epsilon
-    step = -adam_step_size(learning_rate, t, beta_1, beta_2) * m
+    step = -step_size * m
     step /= denom
     theta += step
     return theta, AdamState(t, m, v)

@@ -7,6 +7,8 @@ and its state, and updates them in place.
 
 from typing import Any, NamedTuple
 
+from anymlp.kernels import fused_for, scalar
+
 
 class SGDState(NamedTuple):
     velocity: Any  # like theta
@@ -19,6 +21,11 @@ def sgd_init(theta, *, xp) -> SGDState:
 def sgd_update(theta, grad, state: SGDState, *, learning_rate, momentum, nesterov):
     """One step, updating ``theta`` and the velocity in place; returns ``(theta, state)``."""
     velocity = state.velocity
+    fused = fused_for(theta, grad, velocity)
+    if fused is not None:
+        fused.sgd(*(a.reshape(-1) for a in (theta, grad, velocity)),
+                  scalar(learning_rate, theta), scalar(momentum, theta), bool(nesterov))
+        return theta, state
     velocity *= momentum
     velocity -= learning_rate * grad
     if nesterov:

@@ -1,0 +1,62 @@
+"""Fused loops for NumPy arrays, compiled by numba.
+
+Each kernel does in one pass what the array-API reference in
+:mod:`anymlp.kernels` does in several, with the same scalar operations in the
+same order: no fast-math, so no reassociation and no fused multiply-add, and
+the results are bitwise equal to the reference (tests/test_kernels.py). The
+scalars arrive already cast to the arrays' dtype, so float32 arrays are
+computed in float32, as NumPy computes them with Python scalars.
+
+Arrays are 1-D, C-contiguous views; the caller flattens.
+"""
+
+import math
+
+import numba
+
+# error_model="numpy": division by zero gives inf/nan as in NumPy instead of raising,
+# which also lets LLVM vectorise the loops. cache=True: compiled once per machine.
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def adam(theta, grad, m, v, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
+    for i in range(theta.shape[0]):
+        g = grad[i]
+        m_i = beta_1 * m[i] + one_minus_beta_1 * g
+        v_i = beta_2 * v[i] + one_minus_beta_2 * (g * g)
+        m[i] = m_i
+        v[i] = v_i
+        theta[i] += (neg_step * m_i) / (math.sqrt(v_i) + epsilon)
+
+
+@_jit
+def sgd(theta, grad, velocity, learning_rate, momentum, nesterov):
+    for i in range(theta.shape[0]):
+        g = grad[i]
+        vel = momentum * velocity[i] - learning_rate * g
+        velocity[i] = vel
+        if nesterov:
+            theta[i] += momentum * vel - learning_rate * g
+        else:
+            theta[i] += vel
+
+
+@_jit
+def finish_gradient(grad, weights, alpha, add_penalty, sw_sum):
+    n_coef = weights.shape[0]
+    if add_penalty:
+        for i in range(n_coef):
+            grad[i] = (grad[i] + alpha * weights[i]) / sw_sum
+    else:
+        for i in range(n_coef):
+            grad[i] = grad[i] / sw_sum
+    for i in range(n_coef, grad.shape[0]):
+        grad[i] = grad[i] / sw_sum
+
+
+@_jit
+def zero_where_zero(z, delta):
+    for i in range(z.shape[0]):
+        if z[i] == 0:
+            delta[i] = 0

@@ -1,0 +1,176 @@
+"""The fused NumPy loops (anymlp.kernels) against the array-API reference they replace.
+
+Each fused kernel must give bitwise the same arrays as the reference code, on
+float32 and float64, including zeros, infinities and NaN, and a fit must give
+the same model with the kernels on or off.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+
+import anymlp
+from anymlp import MLPClassifier, MLPRegressor
+from anymlp.kernels import fused_for
+from anymlp.nn.activations import relu_derivative
+from anymlp.nn.network import _finish_gradient
+from anymlp.optim.adam import adam_init, adam_update
+from anymlp.optim.sgd import sgd_init, sgd_update
+
+numba = pytest.importorskip("numba")
+xp = pytest.importorskip("array_api_compat.numpy")
+
+DTYPES = ["float32", "float64"]
+
+
+def _vector(rng, n, dtype, special=True):
+    a = rng.standard_normal(n).astype(dtype)
+    if special:  # values where a careless loop differs from NumPy's arithmetic
+        a[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, np.finfo(dtype).tiny]
+    return a
+
+
+def _both(fn, *arrays):
+    """``fn`` on fresh copies with the fused kernels on, then off; the arrays after each."""
+    results = []
+    for kernels in ("auto", "array_api"):
+        copies = [a.copy() for a in arrays]
+        with anymlp.config_context(kernels=kernels), np.errstate(all="ignore"):
+            out = fn(*copies)
+        results.append((out, copies))
+    return results
+
+
+def _assert_bitwise(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), strict=True)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Count calls into the numba module, to prove the fused path ran."""
+    from anymlp.kernels import _numba
+
+    calls = []
+    for name in ("adam", "sgd", "finish_gradient", "zero_where_zero"):
+        original = getattr(_numba, name)
+        monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_adam_matches_reference(dtype, steps, spy):
+    rng = np.random.default_rng(0)
+    theta, grad = _vector(rng, 1000, dtype), _vector(rng, 1000, dtype)
+
+    def run(theta, grad):
+        state = adam_init(theta, xp=xp)
+        for _ in range(steps):
+            theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
+                                       beta_2=0.999, epsilon=1e-8, xp=xp)
+        return theta, state
+
+    (fused, _), (reference, _) = _both(run, theta, grad)
+    assert spy.count("adam") == steps
+    for a, b in zip((fused[0], fused[1].m, fused[1].v), (reference[0], reference[1].m, reference[1].v)):
+        _assert_bitwise(a, b)
+    assert fused[1].t == reference[1].t == steps
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_matches_reference(dtype, nesterov, spy):
+    rng = np.random.default_rng(1)
+    theta, grad = _vector(rng, 1000, dtype), _vector(rng, 1000, dtype)
+
+    def run(theta, grad):
+        state = sgd_init(theta, xp=xp)
+        for _ in range(3):
+            theta, state = sgd_update(theta, grad, state, learning_rate=0.1, momentum=0.9, nesterov=nesterov)
+        return theta, state.velocity
+
+    (fused, _), (reference, _) = _both(run, theta, grad)
+    assert spy.count("sgd") == 3
+    for a, b in zip(fused, reference):
+        _assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [0.0, 1e-4])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_finish_gradient_matches_reference(dtype, alpha, weighted, spy):
+    rng = np.random.default_rng(2)
+    grad, weights = _vector(rng, 500, dtype), _vector(rng, 400, dtype)
+    sw_sum = np.sum(rng.random(37).astype(dtype)) if weighted else 37
+    (fused, _), (reference, _) = _both(lambda g, w: _finish_gradient(g, w, alpha, sw_sum, xp=xp), grad, weights)
+    assert spy.count("finish_gradient") == 1
+    _assert_bitwise(fused, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_derivative_matches_reference(dtype, spy):
+    rng = np.random.default_rng(3)
+    z = np.maximum(rng.standard_normal((30, 7)).astype(dtype), 0)
+    delta = rng.standard_normal((30, 7)).astype(dtype)
+    delta.reshape(-1)[np.flatnonzero(z == 0)[:3]] = [np.inf, np.nan, -0.0]  # zeroed by the mask
+    delta.reshape(-1)[np.flatnonzero(z > 0)[:2]] = [np.inf, np.nan]  # kept
+    (fused, _), (reference, _) = _both(lambda z, d: relu_derivative(z, d, xp=xp), z, delta)
+    assert spy.count("zero_where_zero") == 1
+    _assert_bitwise(fused, reference)
+
+
+def test_fused_path_needs_contiguous_writable_same_dtype_numpy():
+    a = np.zeros(8)
+    assert fused_for(a, np.ones(8)) is not None
+    assert fused_for(a, np.ones(8, dtype=np.float32)) is None  # mixed dtypes: NumPy would promote
+    assert fused_for(a, np.ones(16)[::2]) is None  # strided
+    assert fused_for(np.zeros(8, dtype=np.int64)) is None
+    readonly = np.zeros(8)
+    readonly.flags.writeable = False
+    assert fused_for(readonly) is None
+    with anymlp.config_context(kernels="array_api"):
+        assert fused_for(a) is None
+
+
+def test_kernels_setting(monkeypatch):
+    assert anymlp.get_config()["kernels"] == "auto"
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        anymlp.set_config(kernels="numba")
+    monkeypatch.setenv("ANYMLP_KERNELS", "array_api")
+    assert anymlp.get_config()["kernels"] == "array_api"
+    assert fused_for(np.zeros(4)) is None
+    with anymlp.config_context(kernels="auto"):
+        assert fused_for(np.zeros(4)) is not None
+
+
+def _fit_both(make_estimator, X, y, **fit_params):
+    models = []
+    for kernels in ("auto", "array_api"):
+        with anymlp.config_context(kernels=kernels), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            models.append(make_estimator().fit(X, y, **fit_params))
+    return models
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_fit_is_the_same_with_kernels_on_or_off(dtype, solver, spy):
+    X, y = make_classification(300, 12, n_informative=6, n_classes=3, random_state=0)
+    X = X.astype(dtype)
+    weights = np.random.default_rng(0).random(300)
+    fused, reference = _fit_both(
+        lambda: MLPClassifier(hidden_layer_sizes=(16, 8), solver=solver, max_iter=5, random_state=0), X, y,
+        sample_weight=weights)
+    assert spy  # the fused loops did run
+    for a, b in zip(fused.coefs_ + fused.intercepts_, reference.coefs_ + reference.intercepts_):
+        _assert_bitwise(a, b)
+    assert fused.loss_curve_ == reference.loss_curve_
+
+
+def test_regressor_lbfgs_is_the_same_with_kernels_on_or_off():
+    X, y = make_regression(200, 6, random_state=0)
+    fused, reference = _fit_both(lambda: MLPRegressor(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=30, random_state=0), X, y)
+    for a, b in zip(fused.coefs_, reference.coefs_):
+        _assert_bitwise(a, b)
