@@ -15,7 +15,8 @@ import anymlp
 from anymlp import MLPClassifier, MLPRegressor
 from anymlp.kernels import fused_for
 from anymlp.nn.activations import relu_derivative
-from anymlp.nn.network import _finish_gradient
+from anymlp.nn.losses import loss_and_output_delta
+from anymlp.nn.network import _add_bias_and_activate, _finish_gradient
 from anymlp.optim.adam import adam_init, adam_update
 from anymlp.optim.sgd import sgd_init, sgd_update
 
@@ -53,7 +54,7 @@ def spy(monkeypatch):
     from anymlp.kernels import _numba
 
     calls = []
-    for name in ("adam", "sgd", "finish_gradient", "zero_where_zero"):
+    for name in ("adam", "sgd", "finish_gradient", "zero_where_zero", "add_bias_relu", "softmax_log_loss"):
         original = getattr(_numba, name)
         monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
     return calls
@@ -154,19 +155,75 @@ def _fit_both(make_estimator, X, y, **fit_params):
     return models
 
 
+ULP_RTOL = {"float32": 1e-5, "float64": 1e-12}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
-def test_fit_is_the_same_with_kernels_on_or_off(dtype, solver, spy):
+def test_regressor_fit_is_bitwise_the_same_with_kernels_on_or_off(dtype, solver, spy):
+    X, y = make_regression(300, 12, n_targets=2, random_state=0)
+    X, y = X.astype(dtype), (y / 100).astype(dtype)
+    weights = np.random.default_rng(0).random(300)
+    fused, reference = _fit_both(
+        lambda: MLPRegressor(hidden_layer_sizes=(16, 8), solver=solver, max_iter=5, random_state=0,
+                             learning_rate_init=1e-3), X, y, sample_weight=weights)
+    assert {"adam" if solver == "adam" else "sgd", "finish_gradient", "zero_where_zero"} <= set(spy)
+    for a, b in zip(fused.coefs_ + fused.intercepts_, reference.coefs_ + reference.intercepts_):
+        _assert_bitwise(a, b)
+    assert fused.loss_curve_ == reference.loss_curve_
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_classifier_fit_agrees_with_kernels_on_or_off(dtype, solver, spy):
+    # The fused softmax uses numba's exp and sums each row in order, NumPy its own
+    # SIMD exp and pairwise sums: probabilities may differ in the last bit.
     X, y = make_classification(300, 12, n_informative=6, n_classes=3, random_state=0)
     X = X.astype(dtype)
     weights = np.random.default_rng(0).random(300)
     fused, reference = _fit_both(
         lambda: MLPClassifier(hidden_layer_sizes=(16, 8), solver=solver, max_iter=5, random_state=0), X, y,
         sample_weight=weights)
-    assert spy  # the fused loops did run
+    assert "softmax_log_loss" in spy and "add_bias_relu" in spy
     for a, b in zip(fused.coefs_ + fused.intercepts_, reference.coefs_ + reference.intercepts_):
-        _assert_bitwise(a, b)
-    assert fused.loss_curve_ == reference.loss_curve_
+        np.testing.assert_allclose(a, b, rtol=ULP_RTOL[dtype], atol=ULP_RTOL[dtype] * np.abs(b).max())
+    np.testing.assert_allclose(fused.loss_curve_, reference.loss_curve_, rtol=ULP_RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_log_loss_matches_reference(dtype, weighted, spy):
+    rng = np.random.default_rng(4)
+    Z = (rng.standard_normal((40, 5)) * 30).astype(dtype)  # some probabilities get clipped
+    Z[0, 2] = np.nan  # a diverged row stays NaN, as in NumPy
+    Y = np.eye(5, dtype=dtype)[rng.integers(0, 5, 40)]
+    weights = rng.random(40).astype(dtype) if weighted else None
+    rest = (Y,) if weights is None else (Y, weights)
+
+    def run(Z, Y, weights=None):
+        sw_sum = Z.shape[0] if weights is None else np.sum(weights)
+        return loss_and_output_delta("log_loss", Z, Y, weights, sw_sum, xp=xp)
+
+    results = _both(run, Z, *rest)
+    (fused_loss, fused_delta), (ref_loss, ref_delta) = (out for out, _ in results)
+    assert spy.count("softmax_log_loss") == 1
+    assert np.isnan(fused_delta[0]).all() and np.isnan(ref_delta[0]).all()
+    np.testing.assert_allclose(fused_delta[1:], ref_delta[1:], rtol=ULP_RTOL[dtype], atol=ULP_RTOL[dtype])
+    assert np.isnan(fused_loss) and np.isnan(ref_loss)
+    results = _both(run, Z[1:], *(a[1:] for a in rest))
+    (fused_loss, _), (ref_loss, _) = (out for out, _ in results)
+    assert fused_loss.dtype == ref_loss.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(fused_loss, ref_loss, rtol=ULP_RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_bias_relu_matches_reference(dtype, spy):
+    rng = np.random.default_rng(5)
+    z, b = rng.standard_normal((30, 7)).astype(dtype), rng.standard_normal(7).astype(dtype)
+    z[0, :3] = [np.nan, -np.inf, np.inf]
+    (fused, _), (reference, _) = _both(lambda z, b: _add_bias_and_activate(z, b, "relu", xp=xp), z, b)
+    assert spy.count("add_bias_relu") == 1
+    _assert_bitwise(fused, reference)
 
 
 def test_regressor_lbfgs_is_the_same_with_kernels_on_or_off():

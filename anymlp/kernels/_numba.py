@@ -60,3 +60,45 @@ def zero_where_zero(z, delta):
     for i in range(z.shape[0]):
         if z[i] == 0:
             delta[i] = 0
+
+
+@_jit
+def add_bias_relu(z, bias):
+    """``z = maximum(z + bias, 0)`` row by row, in place; NaN stays NaN as in NumPy."""
+    n, k = z.shape
+    for i in range(n):
+        for j in range(k):
+            value = z[i, j] + bias[j]
+            z[i, j] = 0 if value < 0 else value
+
+
+@_jit
+def softmax_log_loss(z, y, sample_weight, weighted, eps, one_minus_eps):
+    """Softmax of each row of ``z``, cross-entropy against ``y``, and the output delta.
+
+    ``z`` (n, k) is overwritten with ``(softmax(z) - y)``, times the row's
+    weight when ``weighted``; returns the weighted sum over rows of
+    ``sum_j y_ij * log(clip(p_ij, eps, 1 - eps))`` (a negative number).
+    """
+    n, k = z.shape
+    total = 0.0
+    for i in range(n):
+        row_max = z[i, 0]
+        for j in range(1, k):
+            if not z[i, j] <= row_max:  # NaN propagates, as in NumPy's max
+                row_max = z[i, j]
+        row_sum = z[i, 0] * 0
+        for j in range(k):
+            e = math.exp(z[i, j] - row_max)
+            z[i, j] = e
+            row_sum += e
+        row = 0.0
+        w = sample_weight[i] if weighted else 1
+        for j in range(k):
+            p = z[i, j] / row_sum
+            clipped = eps if p < eps else p
+            clipped = one_minus_eps if clipped > one_minus_eps else clipped
+            row += y[i, j] * math.log(clipped)
+            z[i, j] = (p - y[i, j]) * w if weighted else p - y[i, j]
+        total += row * w
+    return total

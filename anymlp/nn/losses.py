@@ -10,6 +10,9 @@ its L-BFGS saw a loss and a gradient of two different functions. For one
 output the two agree.
 """
 
+from anymlp.kernels import fused_for, scalar
+from anymlp.nn.activations import ACTIVATIONS
+
 
 def _mean_over_samples(values, sample_weight, sw_sum, scale, *, xp):
     """``scale`` times the (weighted) mean over samples, summed over outputs: a 0-d array.
@@ -70,3 +73,31 @@ CANONICAL_OUTPUT = {
     "log_loss": "softmax",
     "binary_log_loss": "logistic",
 }
+
+
+def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
+    """The loss (0-d) and the output layer's delta ``(P - Y) * sample_weight``.
+
+    ``Z`` is the output layer's pre-activation, and may be overwritten;
+    ``P`` is its canonical output activation.
+    """
+    if loss == "log_loss":
+        fused = fused_for(Z, Y) if sample_weight is None else fused_for(Z, Y, sample_weight)
+        if fused is not None:
+            return _fused_log_loss(fused, Z, Y, sample_weight, sw_sum, xp=xp)
+    P = ACTIVATIONS[CANONICAL_OUTPUT[loss]](Z, xp=xp)
+    value = LOSSES[loss](Y, P, sample_weight, sw_sum, xp=xp)
+    delta = P - Y
+    if sample_weight is not None:
+        delta = delta * sample_weight[:, None]
+    return value, delta
+
+
+def _fused_log_loss(fused, Z, Y, sample_weight, sw_sum, *, xp):
+    """Softmax, clipped cross-entropy and delta in one pass over ``Z`` (which becomes the delta)."""
+    eps = xp.finfo(Z.dtype).eps
+    weighted = sample_weight is not None
+    total = fused.softmax_log_loss(Z, Y, sample_weight if weighted else Z[:, 0], weighted,
+                                   scalar(eps, Z), scalar(1 - eps, Z))
+    value = -total / float(sw_sum)
+    return xp.asarray(value, dtype=Z.dtype), Z

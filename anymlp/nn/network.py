@@ -15,7 +15,7 @@ from functools import cached_property
 
 from anymlp.kernels import fused_for, scalar
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
-from anymlp.nn.losses import CANONICAL_OUTPUT, LOSSES
+from anymlp.nn.losses import CANONICAL_OUTPUT, loss_and_output_delta
 
 
 @dataclass(frozen=True)
@@ -77,23 +77,37 @@ class Architecture:
         return CANONICAL_OUTPUT[self.loss]
 
 
-def forward(theta, X, arch: Architecture, *, xp, keep=True):
+def forward(theta, X, arch: Architecture, *, xp, keep=True, output_activation=True):
     """All layer outputs ``[X, A_1, ..., P]`` (``keep=True``), or just ``P``.
 
-    Shapes: X (n, units[0]) -> P (n, units[-1]); same namespace and device as theta.
+    With ``output_activation=False`` the last entry is the output layer's
+    pre-activation ``Z`` instead of ``P``. Shapes: X (n, units[0]) -> P (n,
+    units[-1]); same namespace and device as theta.
     """
     coefs, intercepts = unpack(theta, arch.layout, xp=xp)
-    hidden = ACTIVATIONS[arch.activation]
     activations = [X]
     a = X
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
-        z = a @ W
-        z += b  # in place: z is a fresh array, and this saves a pass over the layer
-        last = i == len(coefs) - 1
-        a = ACTIVATIONS[arch.out_activation](z, xp=xp) if last else hidden(z, xp=xp)
+        z = a @ W  # a fresh array: what follows may overwrite it
+        if i < len(coefs) - 1:
+            a = _add_bias_and_activate(z, b, arch.activation, xp=xp)
+        else:
+            z += b
+            a = ACTIVATIONS[arch.out_activation](z, xp=xp) if output_activation else z
         if keep:
             activations.append(a)
     return activations if keep else a
+
+
+def _add_bias_and_activate(z, b, activation, *, xp):
+    """A hidden layer's output from ``z = a @ W`` (overwritten)."""
+    if activation == "relu":
+        fused = fused_for(z, b)
+        if fused is not None:
+            fused.add_bias_relu(z, b)
+            return z
+    z += b  # in place: saves a pass over the layer
+    return ACTIVATIONS[activation](z, xp=xp)
 
 
 def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp):
@@ -103,17 +117,14 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     which are the first ``n_coef`` entries of ``theta``. ``sample_weight`` is
     (n,) or None; ``sw_sum`` is then n.
     """
-    activations = forward(theta, X, arch, xp=xp)
+    activations = forward(theta, X, arch, xp=xp, output_activation=False)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
-    loss = LOSSES[arch.loss](Y, activations[-1], sample_weight, sw_sum, xp=xp)
+    loss, delta = loss_and_output_delta(arch.loss, activations[-1], Y, sample_weight, sw_sum, xp=xp)
     weights = theta[: arch.layout.n_coef]
     if alpha:
         penalty = xp.vecdot(weights, weights)
         loss = loss + (penalty * (0.5 * alpha / sw_sum) if sample_weight is None else penalty * (0.5 * alpha) / sw_sum)
 
-    delta = activations[-1] - Y
-    if sample_weight is not None:
-        delta = delta * sample_weight[:, None]
     grad = _backward(theta, activations, delta, arch, xp=xp)
     return loss, _finish_gradient(grad, weights, alpha, sw_sum, xp=xp)
 
