@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from anymlp.kernels import fused_for, scalar
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.losses import CANONICAL_OUTPUT, loss_and_output_delta
@@ -146,10 +148,43 @@ def _backward(theta, activations, delta, arch: Architecture, *, xp):
     """Unregularised, unnormalised gradient, packed in ``theta``'s layout."""
     coefs, _ = unpack(theta, arch.layout, xp=xp)
     derivative = DERIVATIVES[arch.activation]
-    coef_grads, intercept_grads = [], []
+    packed = _PackedGradient(theta, arch.layout, xp=xp)
     for i in range(len(coefs) - 1, -1, -1):
-        coef_grads.append(xp.reshape(activations[i].T @ delta, (-1,)))
-        intercept_grads.append(xp.sum(delta, axis=0))
+        packed.set_layer(i, activations[i].T, delta)
         if i > 0:
             delta = derivative(activations[i], delta @ coefs[i].T, xp=xp)
-    return xp.concat(coef_grads[::-1] + intercept_grads[::-1])
+    return packed.flat()
+
+
+class _PackedGradient:
+    """Layer gradients written straight into one flat array on NumPy, concatenated elsewhere.
+
+    On NumPy, ``matmul(..., out=)`` into views of the flat gradient saves a copy
+    of all parameters per step (a third of a millisecond at (512, 512)); the
+    array API has no ``out=``, so other namespaces collect and concatenate.
+    """
+
+    def __init__(self, theta, layout: Layout, *, xp):
+        self._xp, self._layout = xp, layout
+        self._flat = np.empty_like(theta) if type(theta) is np.ndarray else None
+        if self._flat is not None:
+            self._coefs, self._intercepts = unpack(self._flat, layout, xp=xp)
+        else:
+            self._coefs, self._intercepts = [None] * layout.n_layers, [None] * layout.n_layers
+
+    def set_layer(self, i, a_transposed, delta):
+        xp = self._xp
+        if self._flat is None:
+            self._coefs[i] = xp.reshape(a_transposed @ delta, (-1,))
+            self._intercepts[i] = xp.sum(delta, axis=0)
+            return
+        if isinstance(a_transposed, np.ndarray):
+            np.matmul(a_transposed, delta, out=self._coefs[i])
+        else:  # scipy sparse X in the first layer
+            self._coefs[i][...] = a_transposed @ delta
+        np.sum(delta, axis=0, out=self._intercepts[i])
+
+    def flat(self):
+        if self._flat is not None:
+            return self._flat
+        return self._xp.concat(self._coefs + self._intercepts)
