@@ -27,6 +27,7 @@ from anymlp._backend import (
     BackendUnavailableError,
     Backend,
     backend_name,
+    config_context,
     device_of,
     get_config,
     host_dtype,
@@ -200,7 +201,7 @@ class BaseMLP(BaseEstimator):
         data = self._training_data(X, Y, sample_weight)
         rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn=False)
         try:
-            with self._blas_threads(rows):
+            with self._compute_settings(rows):
                 if self.solver in _STOCHASTIC_SOLVERS:
                     self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
                 else:
@@ -367,6 +368,12 @@ class BaseMLP(BaseEstimator):
         self.best_validation_score_ = h.best_validation_score
         self._no_improvement_count = h.no_improvement_count
 
+    @contextlib.contextmanager
+    def _compute_settings(self, rows: int):
+        """BLAS threads for this problem size, and the kernels setting read once, not per batch."""
+        with self._blas_threads(rows), config_context(kernels=get_config()["kernels"]):
+            yield
+
     def _blas_threads(self, rows: int):
         """One BLAS thread on the NumPy backend unless the matrix products dominate.
 
@@ -484,7 +491,7 @@ class BaseMLP(BaseEstimator):
         backend = Backend(xp, device_of(theta))
         streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
         parts = []
-        with self._blas_threads(min(n, rows)):
+        with self._compute_settings(min(n, rows)):
             for start in range(0, n, rows):
                 chunk = take_rows(X, slice(start, min(start + rows, n)), xp=xp) if n > rows else X
                 parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, self._arch, xp=xp, keep=False))

@@ -87,6 +87,10 @@ def forward(theta, X, arch: Architecture, *, xp, keep=True, output_activation=Tr
     units[-1]); same namespace and device as theta.
     """
     coefs, intercepts = unpack(theta, arch.layout, xp=xp)
+    return _forward_layers(coefs, intercepts, X, arch, xp=xp, keep=keep, output_activation=output_activation)
+
+
+def _forward_layers(coefs, intercepts, X, arch: Architecture, *, xp, keep, output_activation):
     activations = [X]
     a = X
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
@@ -119,7 +123,8 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     which are the first ``n_coef`` entries of ``theta``. ``sample_weight`` is
     (n,) or None; ``sw_sum`` is then n.
     """
-    activations = forward(theta, X, arch, xp=xp, output_activation=False)
+    coefs, intercepts = unpack(theta, arch.layout, xp=xp)
+    activations = _forward_layers(coefs, intercepts, X, arch, xp=xp, keep=True, output_activation=False)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
     loss, delta = loss_and_output_delta(arch.loss, activations[-1], Y, sample_weight, sw_sum, xp=xp)
     weights = theta[: arch.layout.n_coef]
@@ -127,7 +132,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
         penalty = xp.vecdot(weights, weights)
         loss = loss + (penalty * (0.5 * alpha / sw_sum) if sample_weight is None else penalty * (0.5 * alpha) / sw_sum)
 
-    grad = _backward(theta, activations, delta, arch, xp=xp)
+    grad = _backward(theta, coefs, activations, delta, arch, xp=xp)
     return loss, _finish_gradient(grad, weights, alpha, sw_sum, xp=xp)
 
 
@@ -144,9 +149,8 @@ def _finish_gradient(grad, weights, alpha, sw_sum, *, xp):
     return grad
 
 
-def _backward(theta, activations, delta, arch: Architecture, *, xp):
+def _backward(theta, coefs, activations, delta, arch: Architecture, *, xp):
     """Unregularised, unnormalised gradient, packed in ``theta``'s layout."""
-    coefs, _ = unpack(theta, arch.layout, xp=xp)
     derivative = DERIVATIVES[arch.activation]
     packed = _PackedGradient(theta, arch.layout, xp=xp)
     for i in range(len(coefs) - 1, -1, -1):
