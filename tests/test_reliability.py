@@ -408,3 +408,45 @@ def test_non_integer_layer_sizes_are_refused(digits):
     X, y = digits
     with pytest.raises(TypeError, match="integers"):
         MLPClassifier((3.5,)).fit(X, y)
+
+
+# --------------------------------------------------------------------------- finiteness check memory
+
+
+def test_finite_check_of_device_input_needs_no_copy_of_X(monkeypatch):
+    import tracemalloc
+
+    import array_api_strict as xps
+
+    from anymlp.estimators import _validation
+
+    X = xps.asarray(np.random.default_rng(0).random((4000, 500)))  # 16 MB
+    tracemalloc.start()
+    try:
+        _validation.check_finite(X, xp=xps, what="X")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # isfinite(X) alone would take 2 MB of booleans (torch: 1.7x X)
+
+
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")])
+def test_finite_check_finds_a_bad_value_in_any_block(monkeypatch, bad, message):
+    import array_api_strict as xps
+
+    from anymlp.estimators import _validation
+
+    monkeypatch.setattr(_validation, "FINITE_CHECK_BLOCK", 50)  # 5 rows per block
+    X = np.ones((40, 10), dtype=np.float32)
+    X[33, 7] = bad
+    with pytest.raises(ValueError, match=f"Input X contains {message}"):
+        _validation.check_finite(xps.asarray(X), xp=xps, what="X")
+
+
+def test_finite_check_accepts_huge_values_whose_sum_overflows():
+    import array_api_strict as xps
+
+    from anymlp.estimators import _validation
+
+    X = np.full((10, 3), np.finfo(np.float32).max, dtype=np.float32)
+    _validation.check_finite(xps.asarray(X), xp=xps, what="X")  # sum is inf, every value finite
