@@ -58,7 +58,7 @@ _ENV = {
     "fit_memory_budget": "ANYMLP_FIT_MEMORY_BUDGET",
     "kernels": "ANYMLP_KERNELS",
 }
-KERNELS = ("auto", "array_api")
+KERNELS = ("auto", "numba", "array_api")
 
 
 def get_config() -> dict:
@@ -66,8 +66,9 @@ def get_config() -> dict:
 
     ``fit_memory_budget`` is in bytes: training data larger than that stays on
     the host and each batch is sent to the device as it is needed.
-    ``kernels`` is "auto" (fused loops where the namespace has them) or
-    "array_api" (the portable reference code everywhere).
+    ``kernels`` is "auto" (fused NumPy loops for fits long enough to repay
+    loading numba), "numba" (fused loops for every NumPy fit) or "array_api"
+    (the portable reference code everywhere).
     """
     current = {key: os.environ.get(var) or None for key, var in _ENV.items()}
     if current["fit_memory_budget"] is not None:
@@ -79,12 +80,12 @@ def get_config() -> dict:
 
 
 def fused_kernels_allowed() -> bool:
-    """``get_config()["kernels"] == "auto"``, cheap enough to ask once per batch."""
+    """``get_config()["kernels"] != "array_api"``, cheap enough to ask once per batch."""
     for layer in reversed(_config_stack()):
         value = layer.get("kernels", _UNSET)
         if value is not _UNSET and value is not None:
-            return value == "auto"
-    return os.environ.get("ANYMLP_KERNELS", "auto") in ("auto", "")
+            return value != "array_api"
+    return os.environ.get("ANYMLP_KERNELS") != "array_api"
 
 
 def _checked(**settings) -> dict:
@@ -105,7 +106,8 @@ def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=
     estimator's own parameters win over them); ``fit_memory_budget`` (bytes)
     makes larger training sets stream from the host batch by batch;
     ``kernels="array_api"`` turns the fused NumPy loops off (to rule them out
-    when debugging: results are bitwise the same).
+    when debugging: the weights are bitwise the same) and ``kernels="numba"``
+    uses them even for small fits.
     """
     settings = _checked(backend=backend, device=device, fit_memory_budget=fit_memory_budget, kernels=kernels)
     _config_stack()[0].update({k: v for k, v in settings.items() if v is not _UNSET})

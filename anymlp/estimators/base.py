@@ -43,6 +43,7 @@ from anymlp._backend import (
 )
 from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight
 from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
+from anymlp.kernels import fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
@@ -56,6 +57,10 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # MIN_GEMM_INTENSITY multiply-adds per activation value it computes elementwise.
 SMALL_GEMM_MACS = 2_000_000
 MIN_GEMM_INTENSITY = 200
+
+# Fits with less work (samples x parameters x epochs) than this do not load numba
+# (BaseMLP._compute_settings); ~1 s of training on one core.
+FUSED_KERNELS_MIN_WORK = 5e9
 
 # predict/predict_proba work through X in chunks whose activations take at most this much.
 PREDICT_CHUNK_BYTES = 64 * 2**20
@@ -201,7 +206,8 @@ class BaseMLP(BaseEstimator):
         data = self._training_data(X, Y, sample_weight)
         rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn=False)
         try:
-            with self._compute_settings(rows):
+            passes = 1 if incremental else self.max_iter
+            with self._compute_settings(rows, work=data.n_samples * self._arch.layout.n_params * passes):
                 if self.solver in _STOCHASTIC_SOLVERS:
                     self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
                 else:
@@ -369,9 +375,18 @@ class BaseMLP(BaseEstimator):
         self._no_improvement_count = h.no_improvement_count
 
     @contextlib.contextmanager
-    def _compute_settings(self, rows: int):
-        """BLAS threads for this problem size, and the kernels setting read once, not per batch."""
-        with self._blas_threads(rows), config_context(kernels=get_config()["kernels"]):
+    def _compute_settings(self, rows: int, work: float):
+        """BLAS threads for this problem size, and the kernels setting read once, not per batch.
+
+        ``work`` (samples x parameters x epochs) decides whether a fit may be the
+        one that loads numba: its import and cache load (~0.5 s, once per
+        process) is repaid only by longer fits, and fused or not, the weights
+        come out bitwise the same.
+        """
+        kernels = get_config()["kernels"]
+        if kernels == "auto" and not fused_kernels_loaded() and work < FUSED_KERNELS_MIN_WORK:
+            kernels = "array_api"
+        with self._blas_threads(rows), config_context(kernels=kernels):
             yield
 
     def _blas_threads(self, rows: int):
@@ -491,7 +506,7 @@ class BaseMLP(BaseEstimator):
         backend = Backend(xp, device_of(theta))
         streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
         parts = []
-        with self._compute_settings(min(n, rows)):
+        with self._compute_settings(min(n, rows), work=0):
             for start in range(0, n, rows):
                 chunk = take_rows(X, slice(start, min(start + rows, n)), xp=xp) if n > rows else X
                 parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, self._arch, xp=xp, keep=False))

@@ -44,6 +44,11 @@ def fused_for(written, *read):
     return _numba_kernels()
 
 
+def fused_kernels_loaded() -> bool:
+    """Has numba been loaded (by an earlier fit or a test)? Then using it costs nothing more."""
+    return _numba_module is not None
+
+
 def _numba_kernels():
     global _numba_module, _numba_missing
     if _numba_module is None and not _numba_missing:

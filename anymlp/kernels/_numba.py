@@ -15,6 +15,9 @@ import math
 import numba
 import numpy as np
 
+# Longest row softmax_log_loss takes (see _pairwise_sum).
+MAX_SOFTMAX_COLUMNS = 128
+
 # error_model="numpy": division by zero gives inf/nan as in NumPy instead of raising,
 # which also lets LLVM vectorise the loops. cache=True: compiled once per machine.
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -79,8 +82,10 @@ def softmax_log_loss(z, y, sample_weight, weighted, eps, one_minus_eps):
     ``z`` (n, k) is overwritten with ``(softmax(z) - y)``, times the row's
     weight when ``weighted``; returns the weighted sum over rows of
     ``sum_j y_ij * log(clip(p_ij, eps, 1 - eps))`` (a negative number).
-    NumPy's SIMD exp sits between the two loops: numba's scalar exp made the
-    whole pass four times slower.
+    NumPy's SIMD exp sits between the two loops (numba's scalar exp made the
+    whole pass four times slower), and rows are summed in NumPy's pairwise
+    order, so ``z`` comes out bitwise equal to the reference; only the
+    returned loss may differ in the last bit (numba's log, float64 sums).
     """
     _subtract_row_max(z)
     np.exp(z, out=z)
@@ -104,9 +109,7 @@ def _normalise_and_log_loss(e, y, sample_weight, weighted, eps, one_minus_eps):
     n, k = e.shape
     total = 0.0
     for i in range(n):
-        row_sum = e[i, 0] * 0
-        for j in range(k):
-            row_sum += e[i, j]
+        row_sum = _pairwise_sum(e[i], 0, k, eps - eps)
         row = 0.0
         w = sample_weight[i] if weighted else 1
         for j in range(k):
@@ -117,4 +120,38 @@ def _normalise_and_log_loss(e, y, sample_weight, weighted, eps, one_minus_eps):
                 row += y[i, j] * math.log(clipped)
             e[i, j] = (p - y[i, j]) * w if weighted else p - y[i, j]
         total += row * w
+    return total
+
+
+@_jit
+def _pairwise_sum(a, start, n, zero):
+    """``sum(a[start:start + n])`` in NumPy's order (pairwise_sum in its add reduction), n <= 128.
+
+    Below 8 values in order, up to 128 in 8 interleaved partial sums (NumPy
+    splits longer rows in halves recursively; numba segfaults loading cached
+    recursive functions, so longer rows take the reference path).
+    tests/test_kernels.py checks it against np.sum. ``zero`` is +0.0 of a's dtype.
+    """
+    if n < 8:
+        total = zero
+        for i in range(n):
+            total += a[start + i]
+        return total
+    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[start + i]
+        r1 += a[start + i + 1]
+        r2 += a[start + i + 2]
+        r3 += a[start + i + 3]
+        r4 += a[start + i + 4]
+        r5 += a[start + i + 5]
+        r6 += a[start + i + 6]
+        r7 += a[start + i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += a[start + i]
+        i += 1
     return total

@@ -83,7 +83,7 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
     """
     if loss == "log_loss":
         fused = fused_for(Z, Y) if sample_weight is None else fused_for(Z, Y, sample_weight)
-        if fused is not None:
+        if fused is not None and Z.shape[1] <= fused.MAX_SOFTMAX_COLUMNS:
             return _fused_log_loss(fused, Z, Y, sample_weight, sw_sum, xp=xp)
     P = ACTIVATIONS[CANONICAL_OUTPUT[loss]](Z, xp=xp)
     value = LOSSES[loss](Y, P, sample_weight, sw_sum, xp=xp)
