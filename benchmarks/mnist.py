@@ -392,10 +392,19 @@ def timed(fn):
 
 
 def warm_up(contenders, cfg, data: DataCache, seed: int) -> None:
+    """One small fit per contender, so one-time costs stay out of the timings.
+
+    anymlp's small fit would not load numba (kernels="auto" loads it for long fits
+    only), so the warm-up asks for it: its import (~0.5 s, ~100 MB RSS, once per
+    process) is reported in benchmarks/README.md, not spread over an epoch.
+    """
+    import anymlp
+
     for contender in contenders:
         Xtr, ytr, _ = data.get(contender.data_kind, cfg.dtype)
         model = contender.make(cfg, 1, seed)
-        quiet_fit(model, Xtr[:WARMUP_ROWS], ytr[:WARMUP_ROWS])
+        with anymlp.config_context(kernels="numba"):
+            quiet_fit(model, Xtr[:WARMUP_ROWS], ytr[:WARMUP_ROWS])
         synchronize()
 
 

@@ -65,8 +65,13 @@ def timed_fit(model, X, y) -> float:
 def bench(problem, repeats: int) -> dict:
     name, kind, X, y, params = problem
     libraries = ["anymlp", "sklearn"]
-    for lib in libraries:  # warm-up: imports, first-call costs
-        timed_fit(estimator(lib, kind, {**params, "max_iter": 2}), X, y)
+    import anymlp
+
+    # Warm-up: imports and first-call costs, numba's load included (kernels="auto" would
+    # load it inside the first timed fit of a problem this size, or not at all for smaller).
+    for lib in libraries:
+        with anymlp.config_context(kernels="numba"):
+            timed_fit(estimator(lib, kind, {**params, "max_iter": 2}), X, y)
     raw = {lib: [] for lib in libraries}
     scores = {}
     for r in range(repeats):
