@@ -54,8 +54,8 @@ def _numba_kernels():
     if _numba_module is None and not _numba_missing:
         try:
             from anymlp.kernels import _numba
-        except ImportError:  # no numba wheel for this platform or Python: reference code
-            _numba_missing = True
+        except Exception:  # noqa: BLE001 - no numba wheel, or no writable cache directory
+            _numba_missing = True  # (numba raises RuntimeError then): the reference code runs
         else:
             _numba_module = _numba
     return _numba_module

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-# Longest row softmax_log_loss takes (see _pairwise_sum).
+# Longest row softmax takes (see _pairwise_sum).
 MAX_SOFTMAX_COLUMNS = 128
 
 # error_model="numpy": division by zero gives inf/nan as in NumPy instead of raising,
@@ -76,20 +76,18 @@ def add_bias_relu(z, bias):
             z[i, j] = 0 if value < 0 else value
 
 
-def softmax_log_loss(z, y, sample_weight, weighted, eps, one_minus_eps):
-    """Softmax of each row of ``z``, cross-entropy against ``y``, and the output delta.
+def softmax(z):
+    """Softmax of each row of ``z``, in place, bitwise equal to the reference.
 
-    ``z`` (n, k) is overwritten with ``(softmax(z) - y)``, times the row's
-    weight when ``weighted``; returns the weighted sum over rows of
-    ``sum_j y_ij * log(clip(p_ij, eps, 1 - eps))`` (a negative number).
-    NumPy's SIMD exp sits between the two loops (numba's scalar exp made the
-    whole pass four times slower), and rows are summed in NumPy's pairwise
-    order, so ``z`` comes out bitwise equal to the reference; only the
-    returned loss may differ in the last bit (numba's log, float64 sums).
+    NumPy's SIMD exp sits between the two loops (numba's scalar exp was four
+    times slower), and rows are summed in NumPy's pairwise order. The loss is
+    left to the reference code: a loss computed here (numba's log, other
+    sums) differed in the last bit, which moved L-BFGS's line search and
+    ``tol``-based stopping.
     """
     _subtract_row_max(z)
     np.exp(z, out=z)
-    return _normalise_and_log_loss(z, y, sample_weight, weighted, eps, one_minus_eps)
+    _normalise_rows(z, z.dtype.type(0))
 
 
 @_jit
@@ -105,22 +103,12 @@ def _subtract_row_max(z):
 
 
 @_jit
-def _normalise_and_log_loss(e, y, sample_weight, weighted, eps, one_minus_eps):
+def _normalise_rows(e, zero):
     n, k = e.shape
-    total = 0.0
     for i in range(n):
-        row_sum = _pairwise_sum(e[i], 0, k, eps - eps)
-        row = 0.0
-        w = sample_weight[i] if weighted else 1
+        row_sum = _pairwise_sum(e[i], 0, k, zero)
         for j in range(k):
-            p = e[i, j] / row_sum
-            if y[i, j] != 0:  # skipping y == 0 saves the logs; a NaN row is NaN anyway
-                clipped = eps if p < eps else p
-                clipped = one_minus_eps if clipped > one_minus_eps else clipped
-                row += y[i, j] * math.log(clipped)
-            e[i, j] = (p - y[i, j]) * w if weighted else p - y[i, j]
-        total += row * w
-    return total
+            e[i, j] = e[i, j] / row_sum
 
 
 @_jit
