@@ -1,17 +1,18 @@
 """Fused loops for the hot elementwise steps of training, where a namespace has them.
 
-Each step (the Adam and SGD updates, the end of the gradient, the ReLU
-derivative) is written once against the array API next to the code that
-uses it; that version is the reference and runs on every namespace. On
-NumPy, several passes of array operations with a temporary each are memory
-bound (the Adam update over a (512, 512) network made a dozen passes over
-670k parameters per batch), so :func:`fused_for` offers loops compiled by
-numba that do the same arithmetic in one pass, bitwise equal to the
-reference.
+Each step (the Adam and SGD updates, the end of the gradient, bias + ReLU,
+the ReLU derivative, the output softmax) is written once against the array
+API next to the code that uses it; that version is the reference and runs on
+every namespace. On NumPy, several passes of array operations with a
+temporary each are memory bound (the Adam update over a (512, 512) network
+made a dozen passes over 670k parameters per batch), so :func:`fused_for`
+offers loops compiled by numba that do the same arithmetic in one pass,
+bitwise equal to the reference.
 
-numba is imported on first use, not with anymlp (it takes about 0.3 s), and
-when it is missing, or ``set_config(kernels="array_api")`` is set, everything
-runs on the reference code.
+numba is imported on first use, not with anymlp (~0.5 s and ~100 MB once per
+process; the estimators decide when a fit is worth it). When it is missing or
+cannot load, or ``set_config(kernels="array_api")`` is set, everything runs
+on the reference code.
 """
 
 from __future__ import annotations

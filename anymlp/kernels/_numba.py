@@ -7,7 +7,8 @@ the results are bitwise equal to the reference (tests/test_kernels.py). The
 scalars arrive already cast to the arrays' dtype, so float32 arrays are
 computed in float32, as NumPy computes them with Python scalars.
 
-Arrays are 1-D, C-contiguous views; the caller flattens.
+Arrays are C-contiguous; the elementwise kernels take 1-D views (the caller
+flattens), the row-wise ones (bias + ReLU, softmax) 2-D arrays.
 """
 
 import math
@@ -80,10 +81,7 @@ def softmax(z):
     """Softmax of each row of ``z``, in place, bitwise equal to the reference.
 
     NumPy's SIMD exp sits between the two loops (numba's scalar exp was four
-    times slower), and rows are summed in NumPy's pairwise order. The loss is
-    left to the reference code: a loss computed here (numba's log, other
-    sums) differed in the last bit, which moved L-BFGS's line search and
-    ``tol``-based stopping.
+    times slower), and rows are summed in NumPy's pairwise order.
     """
     _subtract_row_max(z)
     np.exp(z, out=z)

@@ -81,11 +81,7 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
     ``Z`` is the output layer's pre-activation, and may be overwritten;
     ``P`` is its canonical output activation.
     """
-    if loss == "log_loss":
-        fused = fused_for(Z, Y) if sample_weight is None else fused_for(Z, Y, sample_weight)
-        if fused is not None and Z.shape[1] <= fused.MAX_SOFTMAX_COLUMNS:
-            return _fused_log_loss(fused, Z, Y, sample_weight, sw_sum, xp=xp)
-    P = ACTIVATIONS[CANONICAL_OUTPUT[loss]](Z, xp=xp)
+    P = _output_activation(loss, Z, xp=xp)
     value = LOSSES[loss](Y, P, sample_weight, sw_sum, xp=xp)
     delta = P - Y
     if sample_weight is not None:
@@ -93,11 +89,16 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
     return value, delta
 
 
-def _fused_log_loss(fused, Z, Y, sample_weight, sw_sum, *, xp):
-    """Softmax fused in place over ``Z``; loss and delta by the reference code."""
-    fused.softmax(Z)
-    value = log_loss(Y, Z, sample_weight, sw_sum, xp=xp)
-    delta = Z - Y
-    if sample_weight is not None:
-        delta = delta * sample_weight[:, None]
-    return value, delta
+def _output_activation(loss, Z, *, xp):
+    """``P`` from ``Z``: softmax fused in place on NumPy (bitwise equal), the reference elsewhere.
+
+    Only the softmax is fused: a loss computed inside the kernel (numba's log,
+    other sums) differed in the last bit, which moved L-BFGS's line search and
+    ``tol``-based stopping.
+    """
+    if loss == "log_loss":
+        fused = fused_for(Z)
+        if fused is not None and Z.shape[1] <= fused.MAX_SOFTMAX_COLUMNS:
+            fused.softmax(Z)
+            return Z
+    return ACTIVATIONS[CANONICAL_OUTPUT[loss]](Z, xp=xp)

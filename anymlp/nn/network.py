@@ -169,7 +169,7 @@ class _PackedGradient:
     """
 
     def __init__(self, theta, layout: Layout, *, xp):
-        self._xp, self._layout = xp, layout
+        self._xp = xp
         self._flat = np.empty_like(theta) if type(theta) is np.ndarray else None
         if self._flat is not None:
             self._coefs, self._intercepts = unpack(self._flat, layout, xp=xp)
