@@ -381,6 +381,22 @@ def float_dtype(xp, device, dtype=None):
 # Crossings
 
 
+def clip(x, low: float, high: float, *, xp):
+    """``xp.clip(x, low, high)`` with scalar bounds, as one elementwise pass on every library.
+
+    array-api-compat 1.16 writes clip for CuPy with boolean-mask assignments:
+    each mask costs a device-to-host sync, so a log-loss per batch would wait
+    on the GPU twice per batch. Its NumPy version is also 4x slower than
+    ``np.clip`` at batch size. The libraries' own clip keeps ``x``'s float
+    dtype with scalar bounds and computes the same values, so that one is used.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        return np.clip(x, low, high)
+    if array_api_compat.is_cupy_namespace(xp):
+        return sys.modules["cupy"].clip(x, low, high)
+    return xp.clip(x, low, high)
+
+
 def to_host(x) -> np.ndarray:
     """Copy a device array to a NumPy array (a no-op for NumPy). Counted by tests."""
     if x is None or isinstance(x, (np.ndarray, np.generic)):

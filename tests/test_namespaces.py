@@ -196,3 +196,45 @@ def test_device_without_float64_trains_in_float32(digits):
     assert proba.dtype == np.float32
     reference = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), X.astype(np.float32), y)
     np.testing.assert_allclose(proba, reference.predict_proba(X.astype(np.float32)), atol=1e-5)
+
+
+@pytest.mark.parametrize("params", SOLVERS, ids=lambda p: p["solver"] + ("-es" if p.get("early_stopping") else ""))
+def test_training_needs_no_data_dependent_shapes(digits, regression, params):
+    """Boolean masks, nonzero and unique wait for the GPU (the result's size lives there).
+
+    array_api_strict can refuse them; fits (with sample weights, early stopping) must not need them.
+    """
+    xps = pytest.importorskip("array_api_strict")
+    device = xps.Device("device1")
+    X, y = digits
+    Xr, yr = regression
+    on_device = lambda a: xps.asarray(a, device=device)  # noqa: E731
+    xps.set_array_api_strict_flags(data_dependent_shapes=False, boolean_indexing=False)
+    try:
+        clf = _fit_quietly(MLPClassifier((8,), random_state=0, **params), on_device(X), on_device(y),
+                           sample_weight=on_device(np.linspace(0.5, 1.5, len(y))))
+        clf.predict_proba(on_device(X))
+        reg = _fit_quietly(MLPRegressor(hidden_layer_sizes=(8,), random_state=0, **params), on_device(Xr), on_device(yr))
+        reg.predict(on_device(Xr))
+    finally:
+        xps.reset_array_api_strict_flags()
+    assert clf.n_iter_ >= 1 and reg.n_iter_ >= 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_clip_matches_the_standard_clip_bit_for_bit(backend, dtype):
+    """The libraries' own clip (one pass, no sync) gives array-api-compat's values and dtype."""
+    import array_api_compat
+
+    from anymlp._backend import clip
+
+    if backend.dtype_name is not None and backend.dtype_name != dtype:
+        pytest.skip("backend forces another dtype")
+    values = np.array([-np.inf, -1.0, -0.0, 0.0, 1e-30, 0.25, 1.0, 2.0, np.inf, np.nan], dtype=dtype)
+    x = backend.asarray(values)
+    xp = array_api_compat.array_namespace(x)
+    eps = float(np.finfo(dtype).eps)
+    got, expected = clip(x, eps, 1 - eps, xp=xp), xp.clip(x, eps, 1 - eps)
+    assert backend.is_own(got) and got.dtype == x.dtype
+    np.testing.assert_array_equal(backend.numpy(got), backend.numpy(expected))
+    assert backend.numpy(x).tobytes() == values.tobytes()  # input untouched

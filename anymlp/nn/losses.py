@@ -10,6 +10,7 @@ its L-BFGS saw a loss and a gradient of two different functions. For one
 output the two agree.
 """
 
+from anymlp._backend import clip
 from anymlp.kernels import fused_for
 from anymlp.nn.activations import ACTIVATIONS
 
@@ -43,7 +44,7 @@ def poisson(Y, P, sample_weight, sw_sum, *, xp):
 
 def _clip_probabilities(P, *, xp):
     eps = xp.finfo(P.dtype).eps
-    return xp.clip(P, eps, 1 - eps)
+    return clip(P, eps, 1 - eps, xp=xp)
 
 
 def log_loss(Y, P, sample_weight, sw_sum, *, xp):
