@@ -381,6 +381,54 @@ def float_dtype(xp, device, dtype=None):
 # Crossings
 
 
+class _OneBlasThread:
+    """``with one_blas_thread():`` runs BLAS on one thread, safely across concurrent fits.
+
+    threadpoolctl's ``threadpool_limits`` changes a process-wide setting and
+    restores what it found on exit; two fits overlapping in threads would
+    restore each other's limit and could leave the process on one thread for
+    good. Here the first fit in saves and limits, the last one out restores.
+    (A fit that wants the default threads while another holds the limit runs
+    on one thread.) Finding the BLAS libraries costs ~1 ms, a lot for a small
+    ``partial_fit``, so it is done once: NumPy's BLAS is loaded with NumPy,
+    before anymlp.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._saved: list = []
+        self._libraries = None
+
+    def _blas_libraries(self):
+        if self._libraries is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+        return self._libraries
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._holders == 0:
+                current = [(lib, lib.get_num_threads()) for lib in self._blas_libraries()]
+                self._saved = [(lib, threads) for lib, threads in current if threads is not None]
+                for lib, _ in self._saved:
+                    lib.set_num_threads(1)
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    for lib, threads in self._saved:
+                        lib.set_num_threads(threads)
+
+
+one_blas_thread = _OneBlasThread()
+
+
 def clip(x, low: float, high: float, *, xp):
     """``xp.clip(x, low, high)`` with scalar bounds, as one elementwise pass on every library.
 

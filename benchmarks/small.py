@@ -1,7 +1,10 @@
 """Small problems: anymlp vs scikit-learn where per-call overhead, not FLOPs, dominates.
 
 - L-BFGS on scikit-learn's digits (1797 x 64), hidden (64,), ``max_iter=200``;
-- Adam on ``make_friedman1(20000)``, hidden (100,), ``max_iter=20`` (tol=0, so all run).
+- Adam on ``make_friedman1(20000)``, hidden (100,), ``max_iter=20`` (tol=0, so all run);
+- streaming: 100 ``partial_fit`` calls of 200 rows each (make_classification, 20 features,
+  3 classes, hidden (32,)), where each call's fixed cost (validation, label encoding, BLAS
+  thread setup) is most of the time. No issue target; reported so the overhead stays seen.
 
 Each repeat fits both contenders, in an order rotated from repeat to repeat; reported are
 the median wall times of ``fit``, the ratio anymlp / scikit-learn, and the training score
@@ -46,24 +49,41 @@ def friedman_problem():
     return "friedman1(20000) adam (100,)", "regressor", X, y, params
 
 
+PARTIAL_FIT_CHUNK = 200
+
+
+def streaming_problem():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=100 * PARTIAL_FIT_CHUNK, n_features=20, n_informative=10,
+                               n_classes=3, random_state=0)
+    params = dict(hidden_layer_sizes=(32,), solver="adam", random_state=0)
+    return "100 partial_fit x 200 rows (32,)", "classifier-stream", X, y, params
+
+
 def estimator(library: str, kind: str, params: dict):
     if library == "sklearn":
         from sklearn.neural_network import MLPClassifier, MLPRegressor
     else:
         from anymlp import MLPClassifier, MLPRegressor
-    return (MLPClassifier if kind == "classifier" else MLPRegressor)(**params)
+    return (MLPRegressor if kind == "regressor" else MLPClassifier)(**params)
 
 
-def timed_fit(model, X, y) -> float:
+def timed_fit(model, X, y, stream=False) -> float:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(X, y)
+        if not stream:
+            model.fit(X, y)
+        for begin in range(0, len(y) if stream else 0, PARTIAL_FIT_CHUNK):
+            rows = slice(begin, begin + PARTIAL_FIT_CHUNK)
+            model.partial_fit(X[rows], y[rows], classes=np.unique(y))
     return time.perf_counter() - start
 
 
 def bench(problem, repeats: int) -> dict:
     name, kind, X, y, params = problem
+    stream = kind.endswith("-stream")
     libraries = ["anymlp", "sklearn"]
     import anymlp
 
@@ -71,13 +91,13 @@ def bench(problem, repeats: int) -> dict:
     # load it inside the first timed fit of a problem this size, or not at all for smaller).
     for lib in libraries:
         with anymlp.config_context(kernels="numba"):
-            timed_fit(estimator(lib, kind, {**params, "max_iter": 2}), X, y)
+            timed_fit(estimator(lib, kind, {**params, "max_iter": 2}), X, y, stream)
     raw = {lib: [] for lib in libraries}
     scores = {}
     for r in range(repeats):
         for lib in libraries[r % 2 :] + libraries[: r % 2]:
             model = estimator(lib, kind, params)
-            raw[lib].append(timed_fit(model, X, y))
+            raw[lib].append(timed_fit(model, X, y, stream))
             scores[lib] = float(model.score(X, y))
     med = {lib: statistics.median(t) for lib, t in raw.items()}
     return {"problem": name, "params": params, "seconds": raw, "median_s": med, "ratio": med["anymlp"] / med["sklearn"], "train_score": scores}
@@ -93,16 +113,18 @@ def main(argv=None) -> int:
 
     limiter = threadpool_limits(args.threads) if args.threads else None  # noqa: F841
     targets = {"digits lbfgs (64,)": 0.5, "friedman1(20000) adam (100,)": 0.75}
-    results = [bench(problem(), args.repeats) for problem in (digits_problem, friedman_problem)]
+    problems = (digits_problem, friedman_problem, streaming_problem)
+    results = [bench(problem(), args.repeats) for problem in problems]
     print(f"\n{'problem':<30} {'anymlp s':>9} {'sklearn s':>9} {'ratio':>6} {'target':>7}  score anymlp/sklearn")
     for r in results:
-        limit = targets[r["problem"]]
-        verdict = "met" if r["ratio"] <= limit else "NOT met"
+        limit = targets.get(r["problem"])
+        verdict = "" if limit is None else "met" if r["ratio"] <= limit else "NOT met"
         print(
             f"{r['problem']:<30} {r['median_s']['anymlp']:>9.3f} {r['median_s']['sklearn']:>9.3f} {r['ratio']:>6.2f} "
-            f"{'<= ' + str(limit):>7}  {r['train_score']['anymlp']:.4f}/{r['train_score']['sklearn']:.4f}  {verdict}"
+            f"{'-' if limit is None else '<= ' + str(limit):>7}  "
+            f"{r['train_score']['anymlp']:.4f}/{r['train_score']['sklearn']:.4f}  {verdict}"
         )
-        r["target"], r["met"] = limit, r["ratio"] <= limit
+        r["target"], r["met"] = limit, None if limit is None else r["ratio"] <= limit
     import anymlp
     import sklearn
 

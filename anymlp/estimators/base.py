@@ -19,7 +19,6 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d, validate_data
-from threadpoolctl import threadpool_limits
 
 from anymlp import __version__
 from anymlp._backend import (
@@ -36,6 +35,7 @@ from anymlp._backend import (
     is_device_array,
     is_numpy_namespace,
     namespace_by_name,
+    one_blas_thread,
     resolve_backend,
     to_device,
     to_host,
@@ -408,7 +408,7 @@ class BaseMLP(BaseEstimator):
         intensity = sum(a * b for a, b in fans) / sum(b for _, b in fans)
         if largest >= SMALL_GEMM_MACS and intensity >= MIN_GEMM_INTENSITY:
             return contextlib.nullcontext()
-        return threadpool_limits(limits=1, user_api="blas")
+        return one_blas_thread()
 
     def _batch_size(self, n_samples: int, warn: bool = True) -> int:
         if self.batch_size == "auto":
