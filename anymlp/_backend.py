@@ -68,7 +68,8 @@ def get_config() -> dict:
     the host and each batch is sent to the device as it is needed.
     ``kernels`` is "auto" (fused NumPy loops for fits long enough to repay
     loading numba), "numba" (fused loops for every NumPy fit) or "array_api"
-    (the portable reference code everywhere).
+    (the portable reference code everywhere). Both "auto" and "numba" give
+    torch tensors torch's fused in-place ops.
     """
     current = {key: os.environ.get(var) or None for key, var in _ENV.items()}
     if current["fit_memory_budget"] is not None:
@@ -105,9 +106,10 @@ def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=
     ``backend``/``device`` choose where estimators compute NumPy input (an
     estimator's own parameters win over them); ``fit_memory_budget`` (bytes)
     makes larger training sets stream from the host batch by batch;
-    ``kernels="array_api"`` turns the fused NumPy loops off (to rule them out
-    when debugging: the weights are bitwise the same) and ``kernels="numba"``
-    uses them even for small fits.
+    ``kernels="array_api"`` turns the fused steps off (to rule them out when
+    debugging: on NumPy the weights are bitwise the same, on torch equal to a
+    few units in the last place) and ``kernels="numba"`` uses the NumPy loops
+    even for small fits.
     """
     settings = _checked(backend=backend, device=device, fit_memory_budget=fit_memory_budget, kernels=kernels)
     _config_stack()[0].update({k: v for k, v in settings.items() if v is not _UNSET})

@@ -58,3 +58,30 @@ def count_array_ops(xp):
     finally:
         for owner, name, value in patched:
             setattr(owner, name, value)
+
+
+# Aten operations that launch no kernel: views, metadata, allocation without a fill.
+_TORCH_FREE = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "detach"}
+
+
+@contextlib.contextmanager
+def count_torch_ops():
+    """Count the aten operations torch dispatches inside the block (kernel launches on CUDA).
+
+    Views (``is_view``) and bare allocations are not counted. A host sync
+    (``.item()``, ``float(t)``, ``bool(t)``) shows up as ``_local_scalar_dense``.
+    Yields a Counter keyed by operation name.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: Counter = Counter()
+
+    class Counting(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if not func.is_view and name not in _TORCH_FREE:
+                counts[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counting():
+        yield counts

@@ -379,13 +379,14 @@ class BaseMLP(BaseEstimator):
     def _compute_settings(self, rows: int, work: float):
         """BLAS threads for this problem size, and the kernels setting read once, not per batch.
 
-        ``work`` (samples x parameters x epochs) decides whether a fit may be the
-        one that loads numba: its import and cache load (~0.5 s, once per
+        ``work`` (samples x parameters x epochs) decides whether a NumPy fit may
+        be the one that loads numba: its import and cache load (~0.5 s, once per
         process) is repaid only by longer fits, and fused or not, the weights
-        come out bitwise the same.
+        come out bitwise the same. torch's fused ops cost nothing to load.
         """
         kernels = get_config()["kernels"]
-        if kernels == "auto" and not fused_kernels_loaded() and work < FUSED_KERNELS_MIN_WORK:
+        numba_would_load = is_numpy_namespace(self._backend.xp) and not fused_kernels_loaded()
+        if kernels == "auto" and numba_would_load and work < FUSED_KERNELS_MIN_WORK:
             kernels = "array_api"
         with self._blas_threads(rows), config_context(kernels=kernels):
             yield

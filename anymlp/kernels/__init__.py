@@ -13,11 +13,16 @@ numba is imported on first use, not with anymlp (~0.5 s and ~100 MB once per
 process; the estimators decide when a fit is worth it). When it is missing or
 cannot load, or ``set_config(kernels="array_api")`` is set, everything runs
 on the reference code.
+
+On torch tensors (any device) :func:`fused_for` offers torch's own compound
+in-place operations instead (:mod:`anymlp.kernels._torch`): fewer kernel
+launches per step, equal to the reference to a few units in the last place.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import is_torch_array
 
 from anymlp._backend import fused_kernels_allowed
 
@@ -27,22 +32,31 @@ _numba_missing = False
 
 
 def fused_for(written, *read):
-    """The numba kernels if they can update ``written`` in place from ``read``, else None.
+    """The fused kernels that can update ``written`` in place from ``read``, or None.
 
-    Every array must be a C-contiguous NumPy array of the same float dtype
-    (so the loop's arithmetic is the dtype NumPy would use), and ``written``
-    must be writable.
+    NumPy: every array a C-contiguous NumPy array of the same float dtype (so
+    the loop's arithmetic is the dtype NumPy would use), ``written`` writable;
+    the numba kernels. torch: contiguous tensors of one float dtype on one
+    device; the torch kernels.
     """
-    if not (type(written) is np.ndarray and written.dtype in _FLOATS and written.flags.writeable):
-        return None
-    if not written.flags.c_contiguous:
-        return None
-    for a in read:
-        if type(a) is not np.ndarray or a.dtype != written.dtype or not a.flags.c_contiguous:
+    if type(written) is np.ndarray:
+        if not (written.dtype in _FLOATS and written.flags.writeable and written.flags.c_contiguous):
             return None
-    if not fused_kernels_allowed():
-        return None
-    return _numba_kernels()
+        for a in read:
+            if type(a) is not np.ndarray or a.dtype != written.dtype or not a.flags.c_contiguous:
+                return None
+        return _numba_kernels() if fused_kernels_allowed() else None
+    if is_torch_array(written) and _same_torch_layout(written, read):
+        return _torch_kernels() if fused_kernels_allowed() else None
+    return None
+
+
+def _same_torch_layout(written, read) -> bool:
+    """Contiguous (so ``reshape(-1)`` is a view), one float dtype, one device."""
+    if not (written.is_floating_point() and written.is_contiguous()):
+        return False
+    return all(is_torch_array(a) and a.dtype == written.dtype and a.device == written.device
+               and a.is_contiguous() for a in read)
 
 
 def fused_kernels_loaded() -> bool:
@@ -62,6 +76,18 @@ def _numba_kernels():
     return _numba_module
 
 
+def _torch_kernels():
+    from anymlp.kernels import _torch  # torch is imported already: the tensors are its
+
+    return _torch
+
+
 def scalar(value, like):
-    """``value`` as a scalar of ``like``'s dtype, as NumPy casts a Python scalar."""
-    return like.dtype.type(value)
+    """``value`` as a scalar of ``like``'s dtype, as NumPy casts a Python scalar.
+
+    torch casts Python numbers (and 0-d tensors, such as a sum of sample
+    weights, which must stay on the device) itself, so they pass through.
+    """
+    if isinstance(like, np.ndarray):
+        return like.dtype.type(value)
+    return value

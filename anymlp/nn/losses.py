@@ -91,7 +91,7 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
 
 
 def _output_activation(loss, Z, *, xp):
-    """``P`` from ``Z``: softmax fused in place on NumPy (bitwise equal), the reference elsewhere.
+    """``P`` from ``Z``: softmax fused (in place on NumPy, bitwise equal; torch's own), else the reference.
 
     Only the softmax is fused: a loss computed inside the kernel (numba's log,
     other sums) differed in the last bit, which moved L-BFGS's line search and
@@ -100,6 +100,5 @@ def _output_activation(loss, Z, *, xp):
     if loss == "log_loss":
         fused = fused_for(Z)
         if fused is not None and Z.shape[1] <= fused.MAX_SOFTMAX_COLUMNS:
-            fused.softmax(Z)
-            return Z
+            return fused.softmax(Z)
     return ACTIVATIONS[CANONICAL_OUTPUT[loss]](Z, xp=xp)

@@ -1,0 +1,213 @@
+"""torch's compound in-place ops (anymlp.kernels._torch) against the array-API reference.
+
+They may round differently (a fused multiply-add, torch's own softmax), so they must
+agree with the reference to a few units in the last place, NaN and infinities in the
+same places; they must launch fewer operations; and a training step must never read a
+value back to the host.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import anymlp
+from anymlp import MLPClassifier, MLPRegressor
+from anymlp.nn import Architecture, Layout, loss_and_grad
+from anymlp.nn.activations import relu_derivative
+from anymlp.nn.losses import loss_and_output_delta
+from anymlp.nn.network import _add_bias_and_activate, _finish_gradient
+from anymlp.optim.adam import adam_init, adam_update
+from anymlp.optim.sgd import sgd_init, sgd_update
+from anymlp.testing import count_torch_ops
+
+torch = pytest.importorskip("torch")
+xt = pytest.importorskip("array_api_compat.torch")
+
+DTYPES = ["float32", "float64"]
+# A few units in the last place of the operands: relative, and absolute at the scale of
+# the largest value (where a sum cancels, as in theta + step or P - Y, the relative
+# difference of a small result can be large).
+ULPS = 8
+
+
+def _vector(rng, n, dtype, special=True):
+    a = rng.standard_normal(n).astype(dtype)
+    if special:
+        a[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, np.finfo(dtype).tiny]
+    return torch.tensor(a)
+
+
+def _both(fn, *tensors):
+    """``fn`` on fresh copies with the fused ops on, then off: (result, copies after) each."""
+    results = []
+    for kernels in ("auto", "array_api"):
+        copies = [t.clone() for t in tensors]
+        with anymlp.config_context(kernels=kernels):
+            out = fn(*copies)
+        results.append((out, copies))
+    return results
+
+
+def _assert_close(a, b, dtype):
+    a, b = (np.asarray(t.detach().numpy() if hasattr(t, "detach") else t) for t in (a, b))
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    eps = np.finfo(dtype).eps
+    scale = np.abs(b[np.isfinite(b)]).max(initial=1.0)
+    np.testing.assert_allclose(a, b, rtol=ULPS * eps, atol=ULPS * eps * scale)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Count calls into the torch kernels, to prove the fused path ran."""
+    from anymlp.kernels import _torch
+
+    calls = []
+    for name in ("adam", "sgd", "finish_gradient", "zero_where_zero", "add_bias_relu", "softmax"):
+        original = getattr(_torch, name)
+        monkeypatch.setattr(_torch, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_agrees_with_reference(dtype, spy):
+    rng = np.random.default_rng(0)
+    theta, grad = _vector(rng, 1000, dtype), _vector(rng, 1000, dtype, special=False)
+
+    def run(theta, grad):
+        state = adam_init(theta, xp=xt)
+        for _ in range(3):
+            theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
+                                       beta_2=0.999, epsilon=1e-8, xp=xt)
+        return theta, state
+
+    (fused, _), (reference, _) = _both(run, theta, grad)
+    assert spy.count("adam") == 3
+    for a, b in zip((fused[0], fused[1].m, fused[1].v), (reference[0], reference[1].m, reference[1].v)):
+        _assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_agrees_with_reference(dtype, nesterov, spy):
+    rng = np.random.default_rng(1)
+    theta, grad = _vector(rng, 1000, dtype), _vector(rng, 1000, dtype, special=False)
+
+    def run(theta, grad):
+        state = sgd_init(theta, xp=xt)
+        for _ in range(3):
+            theta, state = sgd_update(theta, grad, state, learning_rate=0.1, momentum=0.9, nesterov=nesterov)
+        return theta, state.velocity
+
+    (fused, _), (reference, _) = _both(run, theta, grad)
+    assert spy.count("sgd") == 3
+    for a, b in zip(fused, reference):
+        _assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_finish_gradient_agrees_with_reference(dtype, alpha, weighted, spy):
+    rng = np.random.default_rng(2)
+    grad, weights = _vector(rng, 300, dtype), _vector(rng, 200, dtype)
+    sw_sum = torch.tensor(37.5, dtype=grad.dtype) if weighted else 64
+    (fused, _), (reference, _) = _both(lambda g, w: _finish_gradient(g, w, alpha, sw_sum, xp=xt), grad, weights)
+    assert spy == ["finish_gradient"]
+    _assert_close(fused, reference, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hidden_layer_steps_agree_with_reference(dtype, spy):
+    rng = np.random.default_rng(3)
+    z, b = _vector(rng, 600, dtype).reshape(30, 20), _vector(rng, 20, dtype, special=False)
+    (fused, _), (reference, _) = _both(lambda z, b: _add_bias_and_activate(z, b, "relu", xp=xt), z, b)
+    _assert_close(fused, reference, dtype)
+    delta = _vector(rng, 600, dtype, special=False).reshape(30, 20)
+    (fused, _), (reference, _) = _both(lambda a, d: relu_derivative(a, d, xp=xt), reference, delta)
+    _assert_close(fused, reference, dtype)
+    assert spy == ["add_bias_relu", "zero_where_zero"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_log_loss_agrees_with_reference(dtype, spy):
+    rng = np.random.default_rng(4)
+    Z = torch.tensor(rng.normal(scale=5, size=(50, 7)).astype(dtype))
+    Y = torch.nn.functional.one_hot(torch.tensor(rng.integers(0, 7, 50)), 7).to(Z.dtype)
+    (fused, _), (reference, _) = _both(lambda z: loss_and_output_delta("log_loss", z, Y, None, 50, xp=xt), Z)
+    assert spy == ["softmax"]
+    for a, b in zip(fused, reference):
+        _assert_close(a, b, dtype)
+
+
+def _step_ops(kernels, optimizer, sample_weight=None):
+    from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
+
+    arch = Architecture(Layout((784, 512, 512, 10)), "relu", "log_loss")
+    rng = np.random.default_rng(5)
+    theta = torch.tensor(rng.uniform(-0.05, 0.05, arch.layout.n_params).astype(np.float32))
+    X = torch.tensor(rng.uniform(size=(64, 784)).astype(np.float32))
+    Y = torch.nn.functional.one_hot(torch.tensor(rng.integers(0, 10, 64)), 10).float()
+    with anymlp.config_context(kernels=kernels):
+        opt = (AdamOptimizer if optimizer == "adam" else SGDOptimizer)(theta, xp=xt, learning_rate_init=1e-3)
+        with count_torch_ops() as backprop:
+            _, grad = loss_and_grad(theta, X, Y, sample_weight, arch, 1e-4, xp=xt)
+        with count_torch_ops() as update:
+            opt.step(theta, grad)
+    return backprop, update
+
+
+@pytest.mark.parametrize("optimizer, update_ops", [("adam", 7), ("sgd", 4)])
+def test_fused_ops_launch_fewer_operations(optimizer, update_ops):
+    """Two hidden layers: 53 operations per Adam step on the reference code, 40 fused."""
+    fused_backprop, fused_update = _step_ops("auto", optimizer)
+    reference_backprop, reference_update = _step_ops("array_api", optimizer)
+    assert sum(fused_update.values()) == update_ops < sum(reference_update.values())
+    assert sum(fused_backprop.values()) == 33 < sum(reference_backprop.values()) == 41
+
+
+@pytest.mark.parametrize("kernels", ["auto", "array_api"])
+def test_a_training_step_never_reads_back_to_the_host(kernels):
+    weights = torch.linspace(0.5, 1.5, 64)
+    for optimizer in ("adam", "sgd"):
+        for sample_weight in (None, weights):
+            backprop, update = _step_ops(kernels, optimizer, sample_weight)
+            assert "_local_scalar_dense" not in backprop + update
+
+
+def _fit(estimator, X, y, kernels):
+    with anymlp.config_context(kernels=kernels), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return estimator.fit(torch.asarray(X), torch.asarray(y))
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_torch_fits_agree_with_fused_ops_on_or_off(solver, spy):
+    from sklearn.datasets import make_classification, make_regression
+
+    X, y = make_classification(n_samples=120, n_features=8, n_classes=3, n_informative=5, random_state=0)
+    params = dict(hidden_layer_sizes=(10,), solver=solver, max_iter=15, random_state=0)
+    fused = _fit(MLPClassifier(**params), X, y, "auto")
+    assert spy  # the fused path ran
+    reference = _fit(MLPClassifier(**params), X, y, "array_api")
+    assert fused.n_iter_ == reference.n_iter_
+    Xt = torch.asarray(X)
+    np.testing.assert_allclose(fused.predict_proba(Xt).numpy(), reference.predict_proba(Xt).numpy(), atol=1e-10)
+    Xr, yr = make_regression(n_samples=120, n_features=8, random_state=0)
+    fused = _fit(MLPRegressor(**params), Xr, yr / 100, "auto")
+    reference = _fit(MLPRegressor(**params), Xr, yr / 100, "array_api")
+    Xr = torch.asarray(Xr)
+    np.testing.assert_allclose(fused.predict(Xr).numpy(), reference.predict(Xr).numpy(), rtol=1e-9)
+
+
+def test_fused_ops_need_one_contiguous_float_layout():
+    from anymlp.kernels import fused_for
+
+    a = torch.zeros(6, dtype=torch.float64)
+    assert fused_for(a, torch.ones(6, dtype=torch.float64)) is not None
+    assert fused_for(a, torch.ones(6, dtype=torch.float32)) is None
+    assert fused_for(torch.zeros(3, 2).T, torch.zeros(2, 3)) is None  # not contiguous
+    assert fused_for(torch.zeros(6, dtype=torch.int64)) is None
+    assert fused_for(a, np.ones(6)) is None
+    with anymlp.config_context(kernels="array_api"):
+        assert fused_for(a) is None
