@@ -16,7 +16,8 @@ from anymlp import MLPClassifier, MLPRegressor
 from anymlp.kernels import fused_for
 from anymlp.nn.activations import relu_derivative
 from anymlp.nn.losses import loss_and_output_delta
-from anymlp.nn.network import _add_bias_and_activate, _finish_gradient
+from anymlp.nn.network import _add_bias_and_activate
+from anymlp.optim.gradient import UnscaledGradient, finish_gradient
 from anymlp.optim.adam import adam_init, adam_update
 from anymlp.optim.sgd import sgd_init, sgd_update
 
@@ -54,7 +55,8 @@ def spy(monkeypatch):
     from anymlp.kernels import _numba
 
     calls = []
-    for name in ("adam", "sgd", "finish_gradient", "zero_where_zero", "add_bias_relu", "softmax"):
+    for name in ("adam", "sgd", "adam_unscaled", "sgd_unscaled", "finish_gradient", "zero_where_zero",
+                 "add_bias_relu", "softmax"):
         original = getattr(_numba, name)
         monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
     return calls
@@ -105,9 +107,37 @@ def test_finish_gradient_matches_reference(dtype, alpha, weighted, spy):
     rng = np.random.default_rng(2)
     grad, weights = _vector(rng, 500, dtype), _vector(rng, 400, dtype)
     sw_sum = np.sum(rng.random(37).astype(dtype)) if weighted else 37
-    (fused, _), (reference, _) = _both(lambda g, w: _finish_gradient(g, w, alpha, sw_sum, xp=xp), grad, weights)
+    (fused, _), (reference, _) = _both(lambda g, w: finish_gradient(g, w, alpha, sw_sum, xp=xp), grad, weights)
     assert spy.count("finish_gradient") == 1
     _assert_bitwise(fused, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-nesterov", "sgd"])
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_updates_finishing_the_gradient_match_finish_then_update(dtype, optimizer, alpha, weighted, spy):
+    """An UnscaledGradient finished inside the fused update: the bits of finishing, then updating."""
+    rng = np.random.default_rng(4)
+    theta, raw = _vector(rng, 700, dtype), _vector(rng, 700, dtype)
+    sw_sum = np.sum(rng.random(37).astype(dtype)) if weighted else 37
+
+    def run(theta, raw):
+        state = (adam_init if optimizer == "adam" else sgd_init)(theta, xp=xp)
+        for _ in range(3):
+            grad = UnscaledGradient(raw.copy(), 500, alpha, sw_sum, xp)
+            if optimizer == "adam":
+                theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
+                                           beta_2=0.999, epsilon=1e-8, xp=xp)
+            else:
+                theta, state = sgd_update(theta, grad, state, learning_rate=0.1, momentum=0.9,
+                                          nesterov=optimizer == "sgd-nesterov")
+        return (theta, state.m, state.v) if optimizer == "adam" else (theta, state.velocity)
+
+    (fused, _), (reference, _) = _both(run, theta, raw)
+    assert spy == [("adam" if optimizer == "adam" else "sgd") + "_unscaled"] * 3
+    for a, b in zip(fused, reference):
+        _assert_bitwise(a, b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -167,7 +197,7 @@ def test_regressor_fit_is_bitwise_the_same_with_kernels_on_or_off(dtype, solver,
     fused, reference = _fit_both(
         lambda: MLPRegressor(hidden_layer_sizes=(16, 8), solver=solver, max_iter=5, random_state=0,
                              learning_rate_init=1e-3), X, y, sample_weight=weights)
-    assert {"adam" if solver == "adam" else "sgd", "finish_gradient", "zero_where_zero"} <= set(spy)
+    assert {solver + "_unscaled", "zero_where_zero"} <= set(spy)
     for a, b in zip(fused.coefs_ + fused.intercepts_, reference.coefs_ + reference.intercepts_):
         _assert_bitwise(a, b)
     assert fused.loss_curve_ == reference.loss_curve_

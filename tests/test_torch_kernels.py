@@ -16,7 +16,8 @@ from anymlp import MLPClassifier, MLPRegressor
 from anymlp.nn import Architecture, Layout, loss_and_grad
 from anymlp.nn.activations import relu_derivative
 from anymlp.nn.losses import loss_and_output_delta
-from anymlp.nn.network import _add_bias_and_activate, _finish_gradient
+from anymlp.nn.network import _add_bias_and_activate
+from anymlp.optim.gradient import finish_gradient
 from anymlp.optim.adam import adam_init, adam_update
 from anymlp.optim.sgd import sgd_init, sgd_update
 from anymlp.testing import count_torch_ops
@@ -112,7 +113,7 @@ def test_finish_gradient_agrees_with_reference(dtype, alpha, weighted, spy):
     rng = np.random.default_rng(2)
     grad, weights = _vector(rng, 300, dtype), _vector(rng, 200, dtype)
     sw_sum = torch.tensor(37.5, dtype=grad.dtype) if weighted else 64
-    (fused, _), (reference, _) = _both(lambda g, w: _finish_gradient(g, w, alpha, sw_sum, xp=xt), grad, weights)
+    (fused, _), (reference, _) = _both(lambda g, w: finish_gradient(g, w, alpha, sw_sum, xp=xt), grad, weights)
     assert spy == ["finish_gradient"]
     _assert_close(fused, reference, dtype)
 

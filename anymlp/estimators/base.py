@@ -301,9 +301,10 @@ class BaseMLP(BaseEstimator):
             if isinstance(optimizer, AdamOptimizer):
                 optimizer.set_namespace(backend.xp)
 
-    def _objective(self):
+    def _objective(self, finish=True):
+        """``(theta, X, Y, sw) -> (loss, grad)``; ``finish=False``: the optimizers finish the gradient."""
         xp, arch, alpha = self._backend.xp, self._arch, float(self.alpha)
-        return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp)
+        return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp, finish=finish)
 
     def _fit_lbfgs(self, data: TrainingData):
         xp, theta_before = self._backend.xp, self._theta
@@ -358,7 +359,7 @@ class BaseMLP(BaseEstimator):
         )
         try:
             self._theta = fit_stochastic(
-                self._theta, train, self._objective(), self._optimizer, self._history, settings,
+                self._theta, train, self._objective(finish=False), self._optimizer, self._history, settings,
                 xp=self._backend.xp, random_state=self._random_state,
                 to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
                 callbacks=self.callbacks, estimator=self, trained=trained,

@@ -24,27 +24,65 @@ MAX_SOFTMAX_COLUMNS = 128
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
+# Inlined into each loop that calls it, so the loops still vectorise.
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+
+@_inline
+def _adam_at(theta, m, v, i, g, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
+    m_i = beta_1 * m[i] + one_minus_beta_1 * g
+    v_i = beta_2 * v[i] + one_minus_beta_2 * (g * g)
+    m[i] = m_i
+    v[i] = v_i
+    theta[i] += (neg_step * m_i) / (math.sqrt(v_i) + epsilon)
+
+
 @_jit
 def adam(theta, grad, m, v, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
     for i in range(theta.shape[0]):
-        g = grad[i]
-        m_i = beta_1 * m[i] + one_minus_beta_1 * g
-        v_i = beta_2 * v[i] + one_minus_beta_2 * (g * g)
-        m[i] = m_i
-        v[i] = v_i
-        theta[i] += (neg_step * m_i) / (math.sqrt(v_i) + epsilon)
+        _adam_at(theta, m, v, i, grad[i], beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon)
+
+
+@_jit
+def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum,
+                  beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
+    """``adam`` on the gradient ``finish_gradient`` would make of ``raw``, in the same pass.
+
+    ``theta[i]`` is read for the L2 term before the update writes it, as the
+    reference reads the weights before the step.
+    """
+    for i in range(n_decayed):
+        g = (raw[i] + alpha * theta[i]) / sw_sum
+        _adam_at(theta, m, v, i, g, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon)
+    for i in range(n_decayed, theta.shape[0]):
+        g = raw[i] / sw_sum
+        _adam_at(theta, m, v, i, g, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon)
+
+
+@_inline
+def _sgd_at(theta, velocity, i, g, learning_rate, momentum, nesterov):
+    vel = momentum * velocity[i] - learning_rate * g
+    velocity[i] = vel
+    if nesterov:
+        theta[i] += momentum * vel - learning_rate * g
+    else:
+        theta[i] += vel
 
 
 @_jit
 def sgd(theta, grad, velocity, learning_rate, momentum, nesterov):
     for i in range(theta.shape[0]):
-        g = grad[i]
-        vel = momentum * velocity[i] - learning_rate * g
-        velocity[i] = vel
-        if nesterov:
-            theta[i] += momentum * vel - learning_rate * g
-        else:
-            theta[i] += vel
+        _sgd_at(theta, velocity, i, grad[i], learning_rate, momentum, nesterov)
+
+
+@_jit
+def sgd_unscaled(theta, raw, velocity, n_decayed, alpha, sw_sum, learning_rate, momentum, nesterov):
+    """``sgd`` on the gradient ``finish_gradient`` would make of ``raw``, in the same pass."""
+    for i in range(n_decayed):
+        g = (raw[i] + alpha * theta[i]) / sw_sum
+        _sgd_at(theta, velocity, i, g, learning_rate, momentum, nesterov)
+    for i in range(n_decayed, theta.shape[0]):
+        _sgd_at(theta, velocity, i, raw[i] / sw_sum, learning_rate, momentum, nesterov)
 
 
 @_jit

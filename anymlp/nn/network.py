@@ -15,9 +15,10 @@ from functools import cached_property
 
 import numpy as np
 
-from anymlp.kernels import fused_for, scalar
+from anymlp.kernels import fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.losses import CANONICAL_OUTPUT, loss_and_output_delta
+from anymlp.optim.gradient import UnscaledGradient
 
 
 @dataclass(frozen=True)
@@ -116,37 +117,27 @@ def _add_bias_and_activate(z, b, activation, *, xp):
     return ACTIVATIONS[activation](z, xp=xp)
 
 
-def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp):
+def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp, finish=True):
     """Regularised loss (0-d array) and its gradient (flat, like ``theta``).
 
     The L2 term ``0.5 * alpha * ||W||^2 / sw_sum`` covers the weights only,
     which are the first ``n_coef`` entries of ``theta``. ``sample_weight`` is
-    (n,) or None; ``sw_sum`` is then n.
+    (n,) or None; ``sw_sum`` is then n. With ``finish=False`` the gradient
+    comes as an :class:`~anymlp.optim.gradient.UnscaledGradient`, for an
+    optimizer to finish inside its update.
     """
     coefs, intercepts = unpack(theta, arch.layout, xp=xp)
     activations = _forward_layers(coefs, intercepts, X, arch, xp=xp, keep=True, output_activation=False)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
     loss, delta = loss_and_output_delta(arch.loss, activations[-1], Y, sample_weight, sw_sum, xp=xp)
-    weights = theta[: arch.layout.n_coef]
     if alpha:
+        weights = theta[: arch.layout.n_coef]
         penalty = xp.vecdot(weights, weights)
         loss = loss + (penalty * (0.5 * alpha / sw_sum) if sample_weight is None else penalty * (0.5 * alpha) / sw_sum)
 
-    grad = _backward(theta, coefs, activations, delta, arch, xp=xp)
-    return loss, _finish_gradient(grad, weights, alpha, sw_sum, xp=xp)
-
-
-def _finish_gradient(grad, weights, alpha, sw_sum, *, xp):
-    """Add the L2 gradient ``alpha * W`` to the weights' part, then divide all by ``sw_sum``."""
-    fused = fused_for(grad, weights)
-    if fused is not None and (isinstance(sw_sum, int) or sw_sum.dtype == grad.dtype):
-        fused.finish_gradient(grad, weights, scalar(alpha, grad), bool(alpha), scalar(sw_sum, grad))
-        return grad
-    if alpha:
-        # Item assignment, not an add into a slice: correct whether slices are views or copies.
-        grad[: weights.shape[0]] += alpha * weights
-    grad /= sw_sum
-    return grad
+    grad = UnscaledGradient(_backward(theta, coefs, activations, delta, arch, xp=xp), arch.layout.n_coef,
+                            alpha, sw_sum, xp)
+    return loss, (grad.finish(theta) if finish else grad)
 
 
 def _backward(theta, coefs, activations, delta, arch: Architecture, *, xp):

@@ -9,6 +9,7 @@ import math
 from typing import Any, NamedTuple
 
 from anymlp.kernels import fused_for, scalar
+from anymlp.optim.gradient import UnscaledGradient
 
 
 class AdamState(NamedTuple):
@@ -31,15 +32,24 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
 
     In place because the optimizer owns these arrays and a step over a large
     network should not allocate a copy of it per operation. The arithmetic is
-    scikit-learn's, operation for operation.
+    scikit-learn's, operation for operation. ``grad`` is an array or an
+    :class:`~anymlp.optim.gradient.UnscaledGradient`, finished in the same
+    pass where a fused kernel runs.
     """
     m, v = state.m, state.v
     t = state.t + 1
     step_size = adam_step_size(learning_rate, t, beta_1, beta_2)
+    constants = (beta_1, 1 - beta_1, beta_2, 1 - beta_2, -step_size, epsilon)
+    if isinstance(grad, UnscaledGradient):
+        fused, finishing = fused_for(theta, grad.raw, m, v), grad.fused_scalars(theta)
+        if fused is not None and finishing is not None and hasattr(fused, "adam_unscaled"):
+            fused.adam_unscaled(*(a.reshape(-1) for a in (theta, grad.raw, m, v)), *finishing,
+                                *(scalar(c, theta) for c in constants))
+            return theta, AdamState(t, m, v)
+        grad = grad.finish(theta)
     fused = fused_for(theta, grad, m, v)
     if fused is not None:
-        fused.adam(*(a.reshape(-1) for a in (theta, grad, m, v)),
-                   *(scalar(c, theta) for c in (beta_1, 1 - beta_1, beta_2, 1 - beta_2, -step_size, epsilon)))
+        fused.adam(*(a.reshape(-1) for a in (theta, grad, m, v)), *(scalar(c, theta) for c in constants))
         return theta, AdamState(t, m, v)
     m *= beta_1
     m += (1 - beta_1) * grad

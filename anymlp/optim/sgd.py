@@ -8,6 +8,7 @@ and its state, and updates them in place.
 from typing import Any, NamedTuple
 
 from anymlp.kernels import fused_for, scalar
+from anymlp.optim.gradient import UnscaledGradient
 
 
 class SGDState(NamedTuple):
@@ -19,12 +20,22 @@ def sgd_init(theta, *, xp) -> SGDState:
 
 
 def sgd_update(theta, grad, state: SGDState, *, learning_rate, momentum, nesterov):
-    """One step, updating ``theta`` and the velocity in place; returns ``(theta, state)``."""
+    """One step, updating ``theta`` and the velocity in place; returns ``(theta, state)``.
+
+    ``grad`` is an array or an :class:`~anymlp.optim.gradient.UnscaledGradient`,
+    finished in the same pass where a fused kernel runs.
+    """
     velocity = state.velocity
+    constants = (scalar(learning_rate, theta), scalar(momentum, theta), bool(nesterov))
+    if isinstance(grad, UnscaledGradient):
+        fused, finishing = fused_for(theta, grad.raw, velocity), grad.fused_scalars(theta)
+        if fused is not None and finishing is not None and hasattr(fused, "sgd_unscaled"):
+            fused.sgd_unscaled(*(a.reshape(-1) for a in (theta, grad.raw, velocity)), *finishing, *constants)
+            return theta, state
+        grad = grad.finish(theta)
     fused = fused_for(theta, grad, velocity)
     if fused is not None:
-        fused.sgd(*(a.reshape(-1) for a in (theta, grad, velocity)),
-                  scalar(learning_rate, theta), scalar(momentum, theta), bool(nesterov))
+        fused.sgd(*(a.reshape(-1) for a in (theta, grad, velocity)), *constants)
         return theta, state
     velocity *= momentum
     velocity -= learning_rate * grad
