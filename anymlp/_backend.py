@@ -107,8 +107,9 @@ def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=
     estimator's own parameters win over them); ``fit_memory_budget`` (bytes)
     makes larger training sets stream from the host batch by batch;
     ``kernels="array_api"`` turns the fused steps off (to rule them out when
-    debugging: on NumPy the weights are bitwise the same, on torch equal to a
-    few units in the last place) and ``kernels="numba"`` uses the NumPy loops
+    debugging: on NumPy the weights are bitwise the same; on torch each step
+    agrees to a few units in the last place, and trained weights drift apart
+    as under any reordering of float operations) and ``kernels="numba"`` uses the NumPy loops
     even for small fits.
     """
     settings = _checked(backend=backend, device=device, fit_memory_budget=fit_memory_budget, kernels=kernels)
@@ -389,11 +390,14 @@ class _OneBlasThread:
     threadpoolctl's ``threadpool_limits`` changes a process-wide setting and
     restores what it found on exit; two fits overlapping in threads would
     restore each other's limit and could leave the process on one thread for
-    good. Here the first fit in saves and limits, the last one out restores.
-    (A fit that wants the default threads while another holds the limit runs
-    on one thread.) Finding the BLAS libraries costs ~1 ms, a lot for a small
-    ``partial_fit``, so it is done once: NumPy's BLAS is loaded with NumPy,
-    before anymlp.
+    good. Here the first anymlp fit in saves and limits, the last one out
+    restores. (A fit that wants the default threads while another holds the
+    limit runs on one thread.) This orders anymlp's own fits only: other code
+    calling ``threadpool_limits`` meanwhile can still change the setting.
+
+    Finding the BLAS libraries costs ~1 ms, a lot for a small ``partial_fit``,
+    so the list is made at first use and kept: NumPy's BLAS is loaded with
+    NumPy, before anymlp, and a BLAS loaded later is not limited.
     """
 
     def __init__(self):
@@ -409,14 +413,28 @@ class _OneBlasThread:
             self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
         return self._libraries
 
+    def _limit(self):
+        self._saved = []
+        try:
+            for lib in self._blas_libraries():
+                threads = lib.get_num_threads()
+                if threads is not None:
+                    lib.set_num_threads(1)
+                    self._saved.append((lib, threads))
+        except BaseException:
+            self._restore()  # a library that failed half-way must not keep the others at one
+            raise
+
+    def _restore(self):
+        saved, self._saved = self._saved, []
+        for lib, threads in saved:
+            lib.set_num_threads(threads)
+
     @contextlib.contextmanager
     def __call__(self):
         with self._lock:
             if self._holders == 0:
-                current = [(lib, lib.get_num_threads()) for lib in self._blas_libraries()]
-                self._saved = [(lib, threads) for lib, threads in current if threads is not None]
-                for lib, _ in self._saved:
-                    lib.set_num_threads(1)
+                self._limit()
             self._holders += 1
         try:
             yield
@@ -424,8 +442,7 @@ class _OneBlasThread:
             with self._lock:
                 self._holders -= 1
                 if self._holders == 0:
-                    for lib, threads in self._saved:
-                        lib.set_num_threads(threads)
+                    self._restore()
 
 
 one_blas_thread = _OneBlasThread()

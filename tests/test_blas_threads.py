@@ -71,16 +71,67 @@ def test_overlapping_limits_give_the_threads_back(two_blas_threads):
     assert _blas_threads() == {2}
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_concurrent_small_fits_in_threads_leave_the_default_threads(two_blas_threads):
-    from concurrent.futures import ThreadPoolExecutor
+class FakeBlas:
+    """A BLAS thread setting that records what every thread saw while it held the limit."""
 
-    rng = np.random.default_rng(0)
-    X, y = rng.random((100, 8)), rng.integers(0, 3, 100)
-    fit = lambda seed: MLPClassifier((4,), max_iter=3, random_state=seed).fit(X, y).n_iter_  # noqa: E731
-    with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(fit, range(16))) == [3] * 16
-    assert _blas_threads() == {2}
+    def __init__(self, threads=2, fail_on_set=False):
+        self.threads = threads
+        self.fail_on_set = fail_on_set
+
+    def get_num_threads(self):
+        return self.threads
+
+    def set_num_threads(self, threads):
+        if self.fail_on_set:
+            raise OSError("cannot set the thread count")
+        self.threads = threads
+
+
+@pytest.fixture
+def fake_limiter():
+    from anymlp._backend import _OneBlasThread
+
+    limiter = _OneBlasThread()
+    limiter._libraries = [FakeBlas(), FakeBlas(threads=None), FakeBlas(threads=8)]
+    return limiter
+
+
+def test_concurrent_fits_hold_one_thread_and_the_last_out_restores(fake_limiter):
+    """Sixteen threads enter and leave in overlapping, shuffled order (a barrier lines them up).
+    Every one sees one thread inside, and the defaults come back once all are out; a
+    save/restore per fit would have let a late exit restore another fit's "1"."""
+    import random
+    import threading
+    import time
+
+    blas, no_setting, eight = fake_limiter._libraries
+    start = threading.Barrier(16)
+    seen = []
+
+    def fit(seed):
+        start.wait()
+        time.sleep(random.Random(seed).random() / 100)
+        with fake_limiter():
+            seen.append((blas.threads, eight.threads))
+            time.sleep(random.Random(-seed).random() / 100)
+            seen.append((blas.threads, eight.threads))
+
+    workers = [threading.Thread(target=fit, args=(seed,)) for seed in range(16)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert seen == [(1, 1)] * 32
+    assert (blas.threads, no_setting.threads, eight.threads) == (2, None, 8)
+
+
+def test_a_library_that_refuses_the_limit_leaves_the_others_as_they_were(fake_limiter):
+    fake_limiter._libraries.append(FakeBlas(threads=4, fail_on_set=True))
+    with pytest.raises(OSError, match="cannot set"):
+        with fake_limiter():
+            pass
+    assert [lib.threads for lib in fake_limiter._libraries] == [2, None, 8, 4]
+    assert fake_limiter._holders == 0
 
 
 def test_one_blas_thread_nests_and_restores(two_blas_threads):

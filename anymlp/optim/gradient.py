@@ -9,12 +9,14 @@ read again), and with :meth:`UnscaledGradient.finish` otherwise.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from anymlp.kernels import fused_for, scalar
 
 
-class UnscaledGradient(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class UnscaledGradient:
     raw: Any  # flat, like theta; finishing may overwrite it
     n_decayed: int  # theta[:n_decayed] carries the L2 term (the weights, not the biases)
     alpha: float
