@@ -71,22 +71,29 @@ def get_config() -> dict:
     (the portable reference code everywhere). Both "auto" and "numba" give
     torch tensors torch's fused in-place ops.
     """
-    current = {key: os.environ.get(var) or None for key, var in _ENV.items()}
-    if current["fit_memory_budget"] is not None:
-        current["fit_memory_budget"] = int(float(current["fit_memory_budget"]))
-    for layer in _config_stack():
-        current.update({k: v for k, v in layer.items() if v is not _UNSET})
-    current["kernels"] = current["kernels"] or "auto"
-    return current
+    return {key: setting(key) for key in _ENV}
+
+
+def setting(key: str):
+    """``get_config()[key]`` alone: cheap enough for every batch and every small predict.
+
+    The innermost ``set_config``/``config_context`` value wins (None there
+    means "no setting" and overrides the environment), then the environment.
+    """
+    for layer in reversed(_config_stack()):
+        value = layer.get(key, _UNSET)
+        if value is not _UNSET:
+            break
+    else:
+        value = os.environ.get(_ENV[key]) or None
+        if key == "fit_memory_budget" and value is not None:
+            value = int(float(value))
+    return value or "auto" if key == "kernels" else value
 
 
 def fused_kernels_allowed() -> bool:
-    """``get_config()["kernels"] != "array_api"``, cheap enough to ask once per batch."""
-    for layer in reversed(_config_stack()):
-        value = layer.get("kernels", _UNSET)
-        if value is not _UNSET and value is not None:
-            return value != "array_api"
-    return os.environ.get("ANYMLP_KERNELS") != "array_api"
+    """``get_config()["kernels"] != "array_api"``, asked once per batch."""
+    return setting("kernels") != "array_api"
 
 
 def _checked(**settings) -> dict:
@@ -304,9 +311,8 @@ def resolve_backend(*arrays, backend=None, device=None) -> Backend:
     input's own namespace. ``device="cuda..."`` alone picks CuPy when it is
     installed and torch otherwise.
     """
-    config = get_config()
     if backend is None and device is None:
-        backend, device = config["backend"], config["device"]
+        backend, device = setting("backend"), setting("device")
     input_xp, input_device = input_namespace(*arrays)
     if backend is None and device is not None and is_numpy_namespace(input_xp):
         backend = _backend_for_device(device)
@@ -361,7 +367,12 @@ def _default_device(xp):
 
 def host_dtype(dtype) -> np.dtype:
     """The NumPy float dtype named like ``dtype``, a float dtype of any namespace."""
-    return np.dtype(np.float32 if "float32" in str(dtype) else np.float64)
+    if isinstance(dtype, np.dtype):  # the common case, without formatting a name (~1 us a predict)
+        return _FLOAT32 if dtype == _FLOAT32 else _FLOAT64
+    return _FLOAT32 if "float32" in str(dtype) else _FLOAT64
+
+
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def supports_float64(backend: "Backend") -> bool:

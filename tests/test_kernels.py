@@ -174,6 +174,20 @@ def test_kernels_setting(monkeypatch):
     assert fused_for(np.zeros(4)) is None
     with anymlp.config_context(kernels="numba"):
         assert fused_for(np.zeros(4)) is not None
+    # None resets to the default over the environment, for the kernels and get_config alike.
+    with anymlp.config_context(kernels=None):
+        assert anymlp.get_config()["kernels"] == "auto"
+        assert fused_for(np.zeros(4)) is not None
+
+
+def test_get_config_reads_the_environment_and_the_innermost_context(monkeypatch):
+    monkeypatch.setenv("ANYMLP_FIT_MEMORY_BUDGET", "1e6")
+    monkeypatch.setenv("ANYMLP_DEVICE", "cpu")
+    assert anymlp.get_config() == {"backend": None, "device": "cpu", "fit_memory_budget": 1000000, "kernels": "auto"}
+    with anymlp.config_context(fit_memory_budget=5, device=None):
+        with anymlp.config_context(kernels="array_api"):
+            assert anymlp.get_config() == {"backend": None, "device": None, "fit_memory_budget": 5,
+                                           "kernels": "array_api"}
 
 
 def _fit_both(make_estimator, X, y, **fit_params):
