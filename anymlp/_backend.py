@@ -11,6 +11,7 @@ test can count the crossings and catch a per-batch synchronisation.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -156,15 +157,21 @@ def _import(name: str):
 
 def namespace_by_name(name: str):
     """The array-API-compatible namespace for a backend name."""
-    _check_backend_name(name)
     if name == "numpy":
-        return array_api_compat.array_namespace(np.empty(0))
+        return _numpy_namespace()
+    _check_backend_name(name)
     if name == "array_api_strict":
         return _import("array_api_strict")
     module = _import(name)
     if name == "cupy":
         _check_cuda_for_cupy(module)
     return array_api_compat.array_namespace(module.empty(0))
+
+
+@functools.cache
+def _numpy_namespace():
+    """array-api-compat's NumPy namespace, found once (every predict asks for it)."""
+    return array_api_compat.array_namespace(np.empty(0))
 
 
 def _check_cuda_for_cupy(cupy):
