@@ -4,7 +4,10 @@
 - Adam on ``make_friedman1(20000)``, hidden (100,), ``max_iter=20`` (tol=0, so all run);
 - streaming: 100 ``partial_fit`` calls of 200 rows each (make_classification, 20 features,
   3 classes, hidden (32,)), where each call's fixed cost (validation, label encoding, BLAS
-  thread setup) is most of the time. No issue target; reported so the overhead stays seen.
+  thread setup) is most of the time. No issue target; reported so the overhead stays seen;
+- latency: 1000 ``predict_proba`` calls of one row each on an MNIST-shaped (784 features,
+  10 classes) model with hidden (100,), fitted beforehand: validation and the forward
+  pass's fixed costs, as a model served one request at a time pays them. No issue target.
 
 Each repeat fits both contenders, in an order rotated from repeat to repeat; reported are
 the median wall times of ``fit``, the ratio anymlp / scikit-learn, and the training score
@@ -61,6 +64,23 @@ def streaming_problem():
     return "100 partial_fit x 200 rows (32,)", "classifier-stream", X, y, params
 
 
+LATENCY_CALLS = 1000
+
+
+def latency_problem():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((2000, 784)).astype(np.float32), rng.integers(0, 10, 2000)
+    params = dict(hidden_layer_sizes=(100,), max_iter=3, random_state=0)
+    return f"{LATENCY_CALLS} predict_proba x 1 row (100,)", "classifier-latency", X, y, params
+
+
+def timed_predictions(model, X) -> float:
+    start = time.perf_counter()
+    for i in range(LATENCY_CALLS):
+        model.predict_proba(X[i : i + 1])
+    return time.perf_counter() - start
+
+
 def estimator(library: str, kind: str, params: dict):
     if library == "sklearn":
         from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -92,12 +112,17 @@ def bench(problem, repeats: int) -> dict:
     for lib in libraries:
         with anymlp.config_context(kernels="numba"):
             timed_fit(estimator(lib, kind, {**params, "max_iter": 2}), X, y, stream)
+    fitted = {}
+    if kind.endswith("-latency"):  # the models are fitted once; the predictions are timed
+        for lib in libraries:
+            timed_fit(fitted.setdefault(lib, estimator(lib, kind, params)), X, y)
+            timed_predictions(fitted[lib], X)
     raw = {lib: [] for lib in libraries}
     scores = {}
     for r in range(repeats):
         for lib in libraries[r % 2 :] + libraries[: r % 2]:
-            model = estimator(lib, kind, params)
-            raw[lib].append(timed_fit(model, X, y, stream))
+            model = fitted.get(lib) or estimator(lib, kind, params)
+            raw[lib].append(timed_predictions(model, X) if lib in fitted else timed_fit(model, X, y, stream))
             scores[lib] = float(model.score(X, y))
     med = {lib: statistics.median(t) for lib, t in raw.items()}
     return {"problem": name, "params": params, "seconds": raw, "median_s": med, "ratio": med["anymlp"] / med["sklearn"], "train_score": scores}
@@ -113,14 +138,14 @@ def main(argv=None) -> int:
 
     limiter = threadpool_limits(args.threads) if args.threads else None  # noqa: F841
     targets = {"digits lbfgs (64,)": 0.5, "friedman1(20000) adam (100,)": 0.75}
-    problems = (digits_problem, friedman_problem, streaming_problem)
+    problems = (digits_problem, friedman_problem, streaming_problem, latency_problem)
     results = [bench(problem(), args.repeats) for problem in problems]
-    print(f"\n{'problem':<30} {'anymlp s':>9} {'sklearn s':>9} {'ratio':>6} {'target':>7}  score anymlp/sklearn")
+    print(f"\n{'problem':<34} {'anymlp s':>9} {'sklearn s':>9} {'ratio':>6} {'target':>7}  score anymlp/sklearn")
     for r in results:
         limit = targets.get(r["problem"])
         verdict = "" if limit is None else "met" if r["ratio"] <= limit else "NOT met"
         print(
-            f"{r['problem']:<30} {r['median_s']['anymlp']:>9.3f} {r['median_s']['sklearn']:>9.3f} {r['ratio']:>6.2f} "
+            f"{r['problem']:<34} {r['median_s']['anymlp']:>9.3f} {r['median_s']['sklearn']:>9.3f} {r['ratio']:>6.2f} "
             f"{'-' if limit is None else '<= ' + str(limit):>7}  "
             f"{r['train_score']['anymlp']:.4f}/{r['train_score']['sklearn']:.4f}  {verdict}"
         )

@@ -815,3 +815,29 @@ def test_metadata_routing_sample_weight(kind):
     np.testing.assert_allclose(pipe[-1].coefs_[0], direct.coefs_[0], rtol=1e-10, atol=1e-12)
     unweighted = _quiet_fit(cls(**params), Xt, y)
     assert not np.allclose(unweighted.coefs_[0], direct.coefs_[0])
+
+
+def _raises_invalid_parameter(call) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call()
+    except InvalidParameterError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("library", [anymlp, sk])
+def test_parameters_are_validated_when_scikit_learn_validates_them(library):
+    """fit and a first partial_fit check the parameters; a partial_fit of a fitted model
+    does not (scikit-learn skips it there, a fixed cost of every streamed chunk), and
+    ``skip_parameter_validation`` turns all of it off."""
+    X, y = make_classification(60, 5, n_classes=3, n_informative=3, random_state=0)
+    bad = dict(alpha=-1e-4)  # harmless to train with, out of the declared range
+    make = lambda **p: library.MLPClassifier((4,), max_iter=2, random_state=0, **p)  # noqa: E731
+    assert _raises_invalid_parameter(lambda: make(**bad).fit(X, y))
+    assert _raises_invalid_parameter(lambda: make(**bad).partial_fit(X, y, classes=[0, 1, 2]))
+    fitted = make().partial_fit(X, y, classes=[0, 1, 2]).set_params(**bad)
+    assert not _raises_invalid_parameter(lambda: fitted.partial_fit(X, y))
+    with sklearn.config_context(skip_parameter_validation=True):
+        assert not _raises_invalid_parameter(lambda: make(**bad).fit(X, y))

@@ -15,6 +15,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn import get_config as get_sklearn_config
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
@@ -162,8 +163,21 @@ class BaseMLP(BaseEstimator):
         -------
         self : object
         """
-        self._validate_params()
+        self._check_params(partial_fit=False)
         return self._fit(X, y, sample_weight, incremental=False)
+
+    def _check_params(self, partial_fit: bool):
+        """Validate the parameters when scikit-learn would (its ``_fit_context``).
+
+        Not under ``sklearn.set_config(skip_parameter_validation=True)``, and
+        not for a ``partial_fit`` of a fitted model: checking the constraints
+        took ~190 us, 8% of a 200-row partial_fit.
+        """
+        if get_sklearn_config()["skip_parameter_validation"]:
+            return
+        if partial_fit and hasattr(self, "_theta"):
+            return
+        self._validate_params()
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
