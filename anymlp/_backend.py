@@ -437,8 +437,8 @@ class _OneBlasThread:
             for lib in self._blas_libraries():
                 threads = lib.get_num_threads()
                 if threads is not None:
+                    self._saved.append((lib, threads))  # first: an interrupt after the set still restores
                     lib.set_num_threads(1)
-                    self._saved.append((lib, threads))
         except BaseException:
             self._restore()  # a library that failed half-way must not keep the others at one
             raise

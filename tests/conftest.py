@@ -12,6 +12,15 @@ import pytest
 from anymlp._backend import to_host
 
 
+@pytest.fixture(autouse=True)
+def _no_anymlp_environment(monkeypatch):
+    """Tests start from the defaults, whatever ANYMLP_* the developer's shell sets."""
+    from anymlp._backend import _ENV
+
+    for variable in _ENV.values():
+        monkeypatch.delenv(variable, raising=False)
+
+
 def _cuda_available() -> bool:
     if importlib.util.find_spec("cupy") is None:
         return False

@@ -19,7 +19,9 @@ def _threads_during_fit(n_features, hidden, batch_size, n_samples=400):
     rng = np.random.default_rng(0)
     X, y = rng.random((n_samples, n_features)), rng.integers(0, 10, n_samples)
     spy = BlasThreadsSeen()
+    default = _blas_threads()
     MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, max_iter=1, callbacks=[spy]).fit(X, y)
+    assert _blas_threads() == default  # given back after the fit
     return spy.seen
 
 

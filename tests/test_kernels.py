@@ -332,6 +332,22 @@ def test_auto_loads_numba_only_for_fits_that_repay_it():
     assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
 
 
+def test_predicting_numpy_with_a_model_fit_elsewhere_does_not_load_numba():
+    """The predict runs on NumPy, so NumPy's rule decides, not the fit's namespace."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("array_api_strict")
+    code = (
+        "import sys, numpy as np, array_api_strict as xps; from anymlp import MLPClassifier\n"
+        "X = np.random.default_rng(0).random((60, 5)); y = np.arange(60) % 3\n"
+        "clf = MLPClassifier((4,), max_iter=3).fit(xps.asarray(X), xps.asarray(y))\n"
+        "P = clf.predict_proba(X); print(type(P).__module__, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["numpy", "False"], out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_multiclass_lbfgs_is_bitwise_the_same_with_kernels_on_or_off(dtype, spy):
     # L-BFGS's line search reads the loss: a last-bit difference there moved the weights.

@@ -839,5 +839,7 @@ def test_parameters_are_validated_when_scikit_learn_validates_them(library):
     assert _raises_invalid_parameter(lambda: make(**bad).partial_fit(X, y, classes=[0, 1, 2]))
     fitted = make().partial_fit(X, y, classes=[0, 1, 2]).set_params(**bad)
     assert not _raises_invalid_parameter(lambda: fitted.partial_fit(X, y))
+    if library is anymlp:  # except anymlp's callbacks, which a wrong type would silently switch off
+        assert _raises_invalid_parameter(lambda: fitted.set_params(callbacks="progress").partial_fit(X, y))
     with sklearn.config_context(skip_parameter_validation=True):
         assert not _raises_invalid_parameter(lambda: make(**bad).fit(X, y))

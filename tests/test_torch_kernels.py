@@ -178,7 +178,8 @@ def test_a_training_step_never_reads_back_to_the_host(kernels):
 
 # Operations that read a value back to the host: an explicit scalar, or an output whose
 # shape depends on the data (boolean masks, nonzero, unique).
-_HOST_READ = ("_local_scalar_dense", "item", "nonzero", "masked_select", "masked_scatter", "unique")
+_HOST_READ = ("_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "masked_select", "masked_scatter",
+              "unique", "_unique", "bincount", "repeat_interleave")
 
 
 def _host_reads(op_names):

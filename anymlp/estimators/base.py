@@ -15,6 +15,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn import config_context as sklearn_config_context
 from sklearn import get_config as get_sklearn_config
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
@@ -163,21 +164,29 @@ class BaseMLP(BaseEstimator):
         -------
         self : object
         """
-        self._check_params(partial_fit=False)
-        return self._fit(X, y, sample_weight, incremental=False)
+        with self._fit_context(partial_fit=False):
+            return self._fit(X, y, sample_weight, incremental=False)
 
-    def _check_params(self, partial_fit: bool):
-        """Validate the parameters when scikit-learn would (its ``_fit_context``).
+    @contextlib.contextmanager
+    def _fit_context(self, partial_fit: bool):
+        """Parameter checks as scikit-learn's ``_fit_context`` does them.
 
-        Not under ``sklearn.set_config(skip_parameter_validation=True)``, and
-        not for a ``partial_fit`` of a fitted model: checking the constraints
-        took ~190 us, 8% of a 200-row partial_fit.
+        The parameters are validated unless ``sklearn.set_config(
+        skip_parameter_validation=True)`` says not to, or this is a
+        ``partial_fit`` of a fitted model (~190 us of a ~2.5 ms call on 200
+        rows). Inside, the scikit-learn functions a fit calls skip their own
+        parameter checks (label_binarize, train_test_split, the scorers).
         """
         if get_sklearn_config()["skip_parameter_validation"]:
-            return
-        if partial_fit and hasattr(self, "_theta"):
-            return
-        self._validate_params()
+            pass
+        elif partial_fit and self.__sklearn_is_fitted__():
+            # anymlp's own parameter: a wrong type would switch callbacks off without a word.
+            if not isinstance(self.callbacks, (list, tuple, type(None))):
+                self._validate_params()
+        else:
+            self._validate_params()
+        with sklearn_config_context(skip_parameter_validation=True):
+            yield
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -401,12 +410,13 @@ class BaseMLP(BaseEstimator):
         process) is repaid only by longer fits, and fused or not, the weights
         come out bitwise the same. torch's fused ops cost nothing to load.
         """
-        with self._blas_threads(rows), config_context(kernels=self._kernels_for(work)):
+        with self._blas_threads(rows), config_context(kernels=self._kernels_for(work, self._backend.xp)):
             yield
 
-    def _kernels_for(self, work: float) -> str:
+    def _kernels_for(self, work: float, xp) -> str:
+        """The kernels setting for ``work`` units computed on ``xp``."""
         kernels = setting("kernels")
-        numba_would_load = is_numpy_namespace(self._backend.xp) and not fused_kernels_loaded()
+        numba_would_load = is_numpy_namespace(xp) and not fused_kernels_loaded()
         if kernels == "auto" and numba_would_load and work < FUSED_KERNELS_MIN_WORK:
             return "array_api"
         return kernels
@@ -530,7 +540,7 @@ class BaseMLP(BaseEstimator):
         parts = []
         # The library's default BLAS threads: measured, a predict is never slower with them
         # (small ones ~8% faster without the limiter's two thread-count changes).
-        with config_context(kernels=self._kernels_for(work=0)):
+        with config_context(kernels=self._kernels_for(0, xp)):
             for start in range(0, n, rows):
                 chunk = take_rows(X, slice(start, min(start + rows, n)), xp=xp) if n > rows else X
                 parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, self._arch, xp=xp, keep=False))

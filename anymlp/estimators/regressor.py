@@ -148,5 +148,5 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y). Not available for ``solver='lbfgs'``."""
-        self._check_params(partial_fit=True)
-        return self._fit(X, y, sample_weight, incremental=True)
+        with self._fit_context(partial_fit=True):
+            return self._fit(X, y, sample_weight, incremental=True)
