@@ -119,9 +119,13 @@ def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=
     agrees to a few units in the last place, and trained weights drift apart
     as under any reordering of float operations) and ``kernels="numba"`` uses the NumPy loops
     even for small fits.
+
+    As in scikit-learn, the settings belong to the calling thread, and a call
+    inside :func:`config_context` takes effect at once and lasts until that
+    context exits.
     """
     settings = _checked(backend=backend, device=device, fit_memory_budget=fit_memory_budget, kernels=kernels)
-    _config_stack()[0].update({k: v for k, v in settings.items() if v is not _UNSET})
+    _config_stack()[-1].update({k: v for k, v in settings.items() if v is not _UNSET})
 
 
 @contextlib.contextmanager

@@ -180,6 +180,20 @@ def test_kernels_setting(monkeypatch):
         assert fused_for(np.zeros(4)) is not None
 
 
+@pytest.mark.parametrize("library", ["anymlp", "sklearn"])
+def test_set_config_inside_a_context_lasts_until_the_context_exits(library):
+    """scikit-learn's semantics, checked on scikit-learn itself too."""
+    import sklearn
+
+    lib, key, value, other = ((anymlp, "kernels", "numba", "array_api") if library == "anymlp"
+                              else (sklearn, "assume_finite", True, False))
+    before = lib.get_config()[key]
+    with lib.config_context(**{key: other}):
+        lib.set_config(**{key: value})
+        assert lib.get_config()[key] == value
+    assert lib.get_config()[key] == before
+
+
 def test_get_config_reads_the_environment_and_the_innermost_context(monkeypatch):
     monkeypatch.setenv("ANYMLP_FIT_MEMORY_BUDGET", "1e6")
     monkeypatch.setenv("ANYMLP_DEVICE", "cpu")
