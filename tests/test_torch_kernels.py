@@ -160,11 +160,11 @@ def _step_ops(kernels, optimizer, sample_weight=None):
 
 @pytest.mark.parametrize("optimizer, update_ops", [("adam", 7), ("sgd", 4)])
 def test_fused_ops_launch_fewer_operations(optimizer, update_ops):
-    """Two hidden layers: 53 operations per Adam step on the reference code, 40 fused."""
+    """Two hidden layers: 53 operations per Adam step on the reference code, 38 fused."""
     fused_backprop, fused_update = _step_ops("auto", optimizer)
     reference_backprop, reference_update = _step_ops("array_api", optimizer)
     assert sum(fused_update.values()) == update_ops < sum(reference_update.values())
-    assert sum(fused_backprop.values()) == 33 < sum(reference_backprop.values()) == 41
+    assert sum(fused_backprop.values()) == 31 < sum(reference_backprop.values()) == 41
 
 
 @pytest.mark.parametrize("kernels", ["auto", "array_api"])
@@ -220,5 +220,8 @@ def test_fused_ops_need_one_contiguous_float_layout():
     assert fused_for(torch.zeros(3, 2).T, torch.zeros(2, 3)) is None  # not contiguous
     assert fused_for(torch.zeros(6, dtype=torch.int64)) is None
     assert fused_for(a, np.ones(6)) is None
+    # Code differentiating through the passes gets the reference, which autograd can record.
+    assert fused_for(a, torch.ones(6, dtype=torch.float64, requires_grad=True)) is None
+    assert fused_for(torch.zeros(6, dtype=torch.float64, requires_grad=True)) is None
     with anymlp.config_context(kernels="array_api"):
         assert fused_for(a) is None

@@ -52,11 +52,16 @@ def fused_for(written, *read):
 
 
 def _same_torch_layout(written, read) -> bool:
-    """Contiguous (so ``reshape(-1)`` is a view), one float dtype, one device."""
-    if not (written.is_floating_point() and written.is_contiguous()):
+    """Contiguous (so ``reshape(-1)`` is a view), one float dtype, one device, no autograd.
+
+    Tensors that require grad (code differentiating through the passes) take
+    the reference: out= variants and in-place updates of leaves cannot be
+    recorded by autograd.
+    """
+    if not (written.is_floating_point() and written.is_contiguous()) or written.requires_grad:
         return False
     return all(is_torch_array(a) and a.dtype == written.dtype and a.device == written.device
-               and a.is_contiguous() for a in read)
+               and a.is_contiguous() and not a.requires_grad for a in read)
 
 
 def fused_kernels_loaded() -> bool:

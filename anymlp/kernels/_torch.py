@@ -5,7 +5,7 @@ launches, one per array operation at least. torch has in-place operations
 that each do what takes the reference several: ``add_(alpha=)``,
 ``addcmul_``, ``addcdiv_``, ``softmax``. The Adam update goes from 12
 launches to 7, SGD with Nesterov from 7 to 4, the end of the gradient from 4
-to 2, the output softmax from 5 to 1.
+to 2, the output softmax from 5 to 1, the ReLU derivative from 2 to 1.
 
 Unlike the numba loops these are not bitwise equal to the reference: torch
 may compute ``a + alpha * b`` as one fused multiply-add and normalises the
@@ -45,7 +45,14 @@ def finish_gradient(grad, weights, alpha, add_penalty, sw_sum):
 
 
 def zero_where_zero(z, delta):
-    delta.masked_fill_(z == 0, 0)
+    """``delta = 0`` where the ReLU output ``z`` is 0, in place: ReLU's own backward op.
+
+    ``threshold_backward`` zeroes where ``z <= 0``, which for ReLU outputs
+    (>= 0 or NaN) is ``z == 0``; NaN keeps delta, as in the reference. One
+    pass and no boolean mask: ``masked_fill_(z == 0, 0)`` was two launches,
+    and on the CPU 27x slower at (256, 512) (655 vs 24 us).
+    """
+    torch.ops.aten.threshold_backward.grad_input(delta, z, 0, grad_input=delta)
 
 
 def add_bias_relu(z, bias):
