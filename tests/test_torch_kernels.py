@@ -160,11 +160,11 @@ def _step_ops(kernels, optimizer, sample_weight=None):
 
 @pytest.mark.parametrize("optimizer, update_ops", [("adam", 7), ("sgd", 4)])
 def test_fused_ops_launch_fewer_operations(optimizer, update_ops):
-    """Two hidden layers: 53 operations per Adam step on the reference code, 38 fused."""
+    """Two hidden layers: 52 operations per Adam step on the reference code, 37 fused."""
     fused_backprop, fused_update = _step_ops("auto", optimizer)
     reference_backprop, reference_update = _step_ops("array_api", optimizer)
     assert sum(fused_update.values()) == update_ops < sum(reference_update.values())
-    assert sum(fused_backprop.values()) == 31 < sum(reference_backprop.values()) == 41
+    assert sum(fused_backprop.values()) == 30 < sum(reference_backprop.values()) == 40
 
 
 @pytest.mark.parametrize("kernels", ["auto", "array_api"])
