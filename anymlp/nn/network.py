@@ -96,22 +96,40 @@ def _forward_layers(coefs, intercepts, X, arch: Architecture, *, xp, keep, outpu
     activations = [X]
     a = X
     for i, (W, b) in enumerate(zip(coefs, intercepts)):
-        z = a @ W  # a fresh array: what follows may overwrite it
         if i < len(coefs) - 1:
-            a = _add_bias_and_activate(z, b, arch.activation, xp=xp)
+            a = _hidden_layer(a, W, b, arch.activation, xp=xp)
         else:
-            z += b
+            z = _affine(a, W, b, xp=xp)
             a = ACTIVATIONS[arch.out_activation](z, xp=xp) if output_activation else z
         if keep:
             activations.append(a)
     return activations if keep else a
 
 
+def _affine(a, W, b, *, xp):
+    """``a @ W + b``, a fresh array: what follows may overwrite it."""
+    fused = fused_for(W, b, a)
+    if fused is not None and hasattr(fused, "affine"):
+        return fused.affine(a, W, b)  # torch: one addmm
+    z = a @ W
+    z += b  # in place: saves a pass over the layer
+    return z
+
+
+def _hidden_layer(a, W, b, activation, *, xp):
+    """``activation(a @ W + b)``: fused into one launch after the product where a kernel can."""
+    fused = fused_for(W, b, a)
+    if fused is not None and hasattr(fused, "affine"):  # torch: addmm, then the activation in place
+        z = fused.affine(a, W, b)
+        return fused.relu_(z) if activation == "relu" else ACTIVATIONS[activation](z, xp=xp)
+    return _add_bias_and_activate(a @ W, b, activation, xp=xp)
+
+
 def _add_bias_and_activate(z, b, activation, *, xp):
     """A hidden layer's output from ``z = a @ W`` (overwritten)."""
     if activation == "relu":
         fused = fused_for(z, b)
-        if fused is not None:
+        if fused is not None and hasattr(fused, "add_bias_relu"):  # NumPy: one numba pass
             fused.add_bias_relu(z, b)
             return z
     z += b  # in place: saves a pass over the layer
