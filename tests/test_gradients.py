@@ -83,3 +83,23 @@ def test_multi_output_squared_error_loss_is_the_function_of_its_gradient():
 
 def test_every_loss_has_its_canonical_output():
     assert set(CANONICAL_OUTPUT) == set(LOSSES)
+
+
+@pytest.mark.parametrize("recorded", ["X", "Y", "sample_weight"])
+def test_gradient_of_inputs_that_autograd_records(recorded):
+    """Differentiating with respect to the data (not theta) runs the reference path and
+    gives the same loss and gradient as without autograd."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xt
+
+    X, Y, rng = _problem("log_loss", n=11)
+    arch = Architecture(Layout((4, 6, Y.shape[1])), "relu", "log_loss")
+    theta = torch.tensor(_theta(arch.layout, rng))
+    inputs = {"X": torch.tensor(X), "Y": torch.tensor(Y), "sample_weight": torch.tensor(rng.uniform(0.5, 2.0, 11))}
+    plain_loss, plain_grad = loss_and_grad(theta, *inputs.values(), arch, 0.1, xp=xt)
+    inputs[recorded].requires_grad_(True)
+    loss, grad = loss_and_grad(theta, *inputs.values(), arch, 0.1, xp=xt)
+    loss.backward()
+    assert inputs[recorded].grad is not None
+    np.testing.assert_allclose(float(loss.detach()), float(plain_loss), rtol=1e-12)
+    np.testing.assert_allclose(grad.detach().numpy(), plain_grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -346,6 +346,22 @@ def test_auto_loads_numba_only_for_fits_that_repay_it():
     assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
 
 
+def test_a_forward_pass_loads_numba_only_for_a_fused_step():
+    """tanh layers have no numba kernel, so a forward pass through them must not load it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from anymlp.nn import Architecture, Layout, forward\n"
+        "import array_api_compat.numpy as xp\n"
+        "arch = Architecture(Layout((5, 4, 3)), 'tanh', 'log_loss')\n"
+        "forward(np.zeros(arch.layout.n_params), np.ones((2, 5)), arch, xp=xp, keep=False)\n"
+        "print('numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["False"], out.stderr[-2000:]
+
+
 def test_predicting_numpy_with_a_model_fit_elsewhere_does_not_load_numba():
     """The predict runs on NumPy, so NumPy's rule decides, not the fit's namespace."""
     import subprocess

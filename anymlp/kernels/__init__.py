@@ -51,6 +51,22 @@ def fused_for(written, *read):
     return None
 
 
+def affine_kernels_for(a, W, b):
+    """Kernels with a one-launch ``affine(a, W, b) = a @ W + b`` (torch's addmm), or None.
+
+    W and b as for :func:`fused_for`; ``a`` may have any strides (addmm takes
+    them), but one dtype and device with W, and no autograd. NumPy has no
+    such kernel, and asking must not load numba.
+    """
+    if not is_torch_array(W):
+        return None
+    fused = fused_for(W, b)
+    if fused is None or not (is_torch_array(a) and a.dtype == W.dtype and a.device == W.device
+                             and not a.requires_grad):
+        return None
+    return fused
+
+
 def _same_torch_layout(written, read) -> bool:
     """Contiguous (so ``reshape(-1)`` is a view), one float dtype, one device, no autograd.
 

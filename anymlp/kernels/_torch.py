@@ -14,7 +14,8 @@ in the last place (tests/test_torch_kernels.py), as torch's matrix products
 already differ from NumPy's in the last bits. Over a training run those
 differences compound like any reordering of float operations: digits, float32
 Adam, 200 epochs ends with weights up to ~3e-3 apart and the same predictions.
-Same signatures as :mod:`anymlp.kernels._numba`.
+The elementwise kernels have the signatures of :mod:`anymlp.kernels._numba`;
+``affine`` and ``relu_`` are torch's own (numba keeps its bias + ReLU pass).
 """
 
 import sys
@@ -56,7 +57,17 @@ def zero_where_zero(z, delta):
 
 
 def affine(a, W, bias):
-    """``a @ W + bias`` in one addmm (on CUDA, cuBLAS adds the bias in the product's epilogue)."""
+    """``a @ W + bias`` in one addmm (on CUDA, cuBLASLt can add the bias in the product's epilogue).
+
+    torch hands cuBLASLt the bias pointer's alignment as the output's; a bias
+    sliced out of theta at an offset that is not a multiple of 16 bytes
+    (common in float32) would restrict it to slower kernels, and under-aligned
+    biases have been reported to fault there. Such a bias takes the product
+    and an in-place add instead (a host-side pointer check: no sync). Not yet
+    measured on a GPU.
+    """
+    if bias.data_ptr() % 16:
+        return torch.mm(a, W).add_(bias)
     return torch.addmm(bias, a, W)
 
 

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 from array_api_compat import is_torch_array
 
-from anymlp.kernels import fused_for
+from anymlp.kernels import affine_kernels_for, fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.losses import CANONICAL_OUTPUT, loss_and_output_delta
 from anymlp.optim.gradient import UnscaledGradient
@@ -108,8 +108,8 @@ def _forward_layers(coefs, intercepts, X, arch: Architecture, *, xp, keep, outpu
 
 def _affine(a, W, b, *, xp):
     """``a @ W + b``, a fresh array: what follows may overwrite it."""
-    fused = fused_for(W, b, a)
-    if fused is not None and hasattr(fused, "affine"):
+    fused = affine_kernels_for(a, W, b)
+    if fused is not None:
         return fused.affine(a, W, b)  # torch: one addmm
     z = a @ W
     z += b  # in place: saves a pass over the layer
@@ -118,8 +118,8 @@ def _affine(a, W, b, *, xp):
 
 def _hidden_layer(a, W, b, activation, *, xp):
     """``activation(a @ W + b)``: fused into one launch after the product where a kernel can."""
-    fused = fused_for(W, b, a)
-    if fused is not None and hasattr(fused, "affine"):  # torch: addmm, then the activation in place
+    fused = affine_kernels_for(a, W, b)
+    if fused is not None:  # torch: addmm, then the activation in place
         z = fused.affine(a, W, b)
         return fused.relu_(z) if activation == "relu" else ACTIVATIONS[activation](z, xp=xp)
     return _add_bias_and_activate(a @ W, b, activation, xp=xp)
@@ -162,7 +162,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
 def _backward(theta, coefs, activations, delta, arch: Architecture, *, xp):
     """Unregularised, unnormalised gradient, packed in ``theta``'s layout."""
     derivative = DERIVATIVES[arch.activation]
-    packed = _PackedGradient(theta, arch.layout, xp=xp)
+    packed = _PackedGradient(theta, arch.layout, delta, xp=xp)
     for i in range(len(coefs) - 1, -1, -1):
         packed.set_layer(i, activations[i].T, delta)
         if i > 0:
@@ -179,9 +179,9 @@ class _PackedGradient:
     array API has no ``out=``, so other namespaces collect and concatenate.
     """
 
-    def __init__(self, theta, layout: Layout, *, xp):
+    def __init__(self, theta, layout: Layout, delta, *, xp):
         self._xp = xp
-        self._lib = _library_with_out(theta)
+        self._lib = _library_with_out(theta, delta)
         self._flat = None if self._lib is None else self._lib.empty_like(theta)
         if self._flat is not None:
             self._coefs, self._intercepts = unpack(self._flat, layout, xp=xp)
@@ -206,11 +206,15 @@ class _PackedGradient:
         return self._xp.concat(self._coefs + self._intercepts)
 
 
-def _library_with_out(theta):
-    """NumPy or torch when theta is theirs (and not recorded by autograd), else None."""
+def _library_with_out(theta, delta):
+    """NumPy for NumPy theta; torch where its fused kernels run (so not under autograd, and
+    not with ``kernels="array_api"``, which keeps the portable concatenation); else None.
+
+    ``delta`` depends on every input, so it requires grad when any of them does.
+    """
     if type(theta) is np.ndarray:
         return np
-    if is_torch_array(theta) and not theta.requires_grad:
+    if is_torch_array(theta) and fused_for(theta, delta) is not None:
         import torch  # loaded already: theta is a tensor
 
         return torch
