@@ -486,6 +486,19 @@ def clip(x, low: float, high: float, *, xp):
     return xp.clip(x, low, high)
 
 
+def squared_norm(w, *, xp):
+    """``xp.vecdot(w, w)`` of a 1-D array, through the library's own dot product on torch.
+
+    array-api-compat 1.16 computes torch's vecdot as a (1, n) @ (n, 1) matrix
+    product: for the 670k weights of a (512, 512) network that took 3.7 ms
+    (``torch.linalg.vecdot``: 21 us), a third of a CPU training step, and its
+    float32 sum was off by 7e-5 relative (``torch.linalg.vecdot``: 7e-8).
+    """
+    if array_api_compat.is_torch_namespace(xp):
+        return sys.modules["torch"].linalg.vecdot(w, w)
+    return xp.vecdot(w, w)
+
+
 def to_host(x) -> np.ndarray:
     """Copy a device array to a NumPy array (a no-op for NumPy). Counted by tests."""
     if x is None or isinstance(x, (np.ndarray, np.generic)):

@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 from array_api_compat import is_torch_array
 
+from anymlp._backend import squared_norm
 from anymlp.kernels import affine_kernels_for, fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.losses import CANONICAL_OUTPUT, loss_and_output_delta
@@ -151,7 +152,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     loss, delta = loss_and_output_delta(arch.loss, activations[-1], Y, sample_weight, sw_sum, xp=xp)
     if alpha:
         weights = theta[: arch.layout.n_coef]
-        penalty = xp.vecdot(weights, weights)
+        penalty = squared_norm(weights, xp=xp)
         loss = loss + (penalty * (0.5 * alpha / sw_sum) if sample_weight is None else penalty * (0.5 * alpha) / sw_sum)
 
     grad = UnscaledGradient(_backward(theta, coefs, activations, delta, arch, xp=xp), arch.layout.n_coef,

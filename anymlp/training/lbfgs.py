@@ -15,7 +15,7 @@ import numpy as np
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
-from anymlp._backend import host_dtype, to_host
+from anymlp._backend import host_dtype, squared_norm, to_host
 from anymlp.nn import loss_and_grad
 from anymlp.training.callbacks import notify
 
@@ -74,7 +74,7 @@ def streamed_loss_and_grad(theta, data, arch, alpha: float, rows: int, *, xp):
         chunk_loss, chunk_grad = loss_and_grad(theta, X, Y, sw, arch, 0.0, xp=xp)
         loss, grad = loss + share * chunk_loss, grad + share * chunk_grad
     weights = theta[: arch.layout.n_coef]
-    loss = loss + 0.5 * alpha * xp.vecdot(weights, weights) / total
+    loss = loss + 0.5 * alpha * squared_norm(weights, xp=xp) / total
     grad[: arch.layout.n_coef] += alpha * weights / total
     return loss, grad
 
