@@ -64,9 +64,9 @@ def spy(monkeypatch):
     from anymlp.kernels import _torch
 
     calls = []
-    for name in ("adam", "sgd", "finish_gradient", "zero_where_zero", "affine", "relu_", "softmax"):
+    for name in ("adam", "adam_unscaled", "sgd", "finish_gradient", "zero_where_zero", "affine", "relu_", "softmax"):
         original = getattr(_torch, name)
-        monkeypatch.setattr(_torch, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+        monkeypatch.setattr(_torch, name, lambda *a, _f=original, _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
     return calls
 
 
@@ -84,6 +84,31 @@ def test_adam_agrees_with_reference(dtype, spy):
 
     (fused, _), (reference, _) = _both(run, theta, grad)
     assert spy.count("adam") == 3
+    for a, b in zip((fused[0], fused[1].m, fused[1].v), (reference[0], reference[1].m, reference[1].v)):
+        _assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha, weighted", [(0.0, False), (1e-3, False), (1e-3, True)])
+def test_adam_finishing_the_gradient_agrees_with_reference(dtype, alpha, weighted, spy):
+    """The training loop's path: an unscaled gradient, finished inside the update (where the
+    square root reuses its memory)."""
+    from anymlp.optim.gradient import UnscaledGradient
+
+    rng = np.random.default_rng(9)
+    theta, raw = _vector(rng, 1000, dtype), _vector(rng, 1000, dtype, special=False) * 50
+    sw_sum = torch.tensor(37.5, dtype=theta.dtype) if weighted else 64
+
+    def run(theta, raw):
+        state = adam_init(theta, xp=xt)
+        for _ in range(3):
+            grad = UnscaledGradient(raw.clone(), 600, alpha, sw_sum, xt)
+            theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
+                                       beta_2=0.999, epsilon=1e-8, xp=xt)
+        return theta, state
+
+    (fused, _), (reference, _) = _both(run, theta, raw)
+    assert spy.count("adam_unscaled") == 3
     for a, b in zip((fused[0], fused[1].m, fused[1].v), (reference[0], reference[1].m, reference[1].v)):
         _assert_close(a, b, dtype)
 
