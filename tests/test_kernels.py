@@ -331,10 +331,17 @@ def test_kernels_run_from_the_disk_cache_in_a_new_process():
         assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
-def test_auto_loads_numba_only_for_fits_that_repay_it():
+def _printed_by_a_fresh_process(code):
+    """What ``code`` prints in a new interpreter (whose imports start from nothing), split."""
     import subprocess
     import sys
 
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_auto_loads_numba_only_for_fits_that_repay_it():
     code = (
         "import sys, numpy as np, anymlp.estimators.base as base; from anymlp import MLPClassifier\n"
         "X = np.random.default_rng(0).random((60, 5)); y = np.arange(60) % 3\n"
@@ -342,15 +349,11 @@ def test_auto_loads_numba_only_for_fits_that_repay_it():
         "base.FUSED_KERNELS_MIN_WORK = 1  # as if the fit were long\n"
         "MLPClassifier((4,), max_iter=3).fit(X, y); print('numba' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
-    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
+    assert _printed_by_a_fresh_process(code) == ["False", "True"]
 
 
 def test_a_forward_pass_loads_numba_only_for_a_fused_step():
     """tanh layers have no numba kernel, so a forward pass through them must not load it."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, numpy as np; from anymlp.nn import Architecture, Layout, forward\n"
         "import array_api_compat.numpy as xp\n"
@@ -358,15 +361,11 @@ def test_a_forward_pass_loads_numba_only_for_a_fused_step():
         "forward(np.zeros(arch.layout.n_params), np.ones((2, 5)), arch, xp=xp, keep=False)\n"
         "print('numba' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
-    assert out.stdout.split() == ["False"], out.stderr[-2000:]
+    assert _printed_by_a_fresh_process(code) == ["False"]
 
 
 def test_predicting_numpy_with_a_model_fit_elsewhere_does_not_load_numba():
     """The predict runs on NumPy, so NumPy's rule decides, not the fit's namespace."""
-    import subprocess
-    import sys
-
     pytest.importorskip("array_api_strict")
     code = (
         "import sys, numpy as np, array_api_strict as xps; from anymlp import MLPClassifier\n"
@@ -374,8 +373,7 @@ def test_predicting_numpy_with_a_model_fit_elsewhere_does_not_load_numba():
         "clf = MLPClassifier((4,), max_iter=3).fit(xps.asarray(X), xps.asarray(y))\n"
         "P = clf.predict_proba(X); print(type(P).__module__, 'numba' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
-    assert out.stdout.split() == ["numpy", "False"], out.stderr[-2000:]
+    assert _printed_by_a_fresh_process(code) == ["numpy", "False"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -74,18 +74,8 @@ def spy(monkeypatch):
 def test_adam_agrees_with_reference(dtype, spy):
     rng = np.random.default_rng(0)
     theta, grad = _vector(rng, 1000, dtype), _vector(rng, 1000, dtype, special=False)
-
-    def run(theta, grad):
-        state = adam_init(theta, xp=xt)
-        for _ in range(3):
-            theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
-                                       beta_2=0.999, epsilon=1e-8, xp=xt)
-        return theta, state
-
-    (fused, _), (reference, _) = _both(run, theta, grad)
+    _assert_three_adam_steps_agree(theta, grad, lambda grad: grad, dtype)
     assert spy.count("adam") == 3
-    for a, b in zip((fused[0], fused[1].m, fused[1].v), (reference[0], reference[1].m, reference[1].v)):
-        _assert_close(a, b, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -98,17 +88,20 @@ def test_adam_finishing_the_gradient_agrees_with_reference(dtype, alpha, weighte
     rng = np.random.default_rng(9)
     theta, raw = _vector(rng, 1000, dtype), _vector(rng, 1000, dtype, special=False) * 50
     sw_sum = torch.tensor(37.5, dtype=theta.dtype) if weighted else 64
+    _assert_three_adam_steps_agree(theta, raw, lambda raw: UnscaledGradient(raw.clone(), 600, alpha, sw_sum, xt),
+                                   dtype)
+    assert spy.count("adam_unscaled") == 3
 
-    def run(theta, raw):
+
+def _assert_three_adam_steps_agree(theta, grad, gradient_of, dtype):
+    def run(theta, grad):
         state = adam_init(theta, xp=xt)
         for _ in range(3):
-            grad = UnscaledGradient(raw.clone(), 600, alpha, sw_sum, xt)
-            theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
+            theta, state = adam_update(theta, gradient_of(grad), state, learning_rate=1e-3, beta_1=0.9,
                                        beta_2=0.999, epsilon=1e-8, xp=xt)
         return theta, state
 
-    (fused, _), (reference, _) = _both(run, theta, raw)
-    assert spy.count("adam_unscaled") == 3
+    (fused, _), (reference, _) = _both(run, theta, grad)
     for a, b in zip((fused[0], fused[1].m, fused[1].v), (reference[0], reference[1].m, reference[1].v)):
         _assert_close(a, b, dtype)
 
