@@ -478,16 +478,18 @@ class BaseMLP(BaseEstimator):
     def _validate_predict_X(self, X):
         """(X on the compute backend, backend, namespace/device to answer in)."""
         check_is_fitted(self)
-        out = input_namespace(X if is_device_array(X) else None)
-        if is_device_array(X):
+        on_device = is_device_array(X)
+        out = input_namespace(X if on_device else None)
+        if on_device:
             X = check_device_X(X, xp=_namespace_of(X), estimator=self, reset=False)
         else:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
         backend = self._predict_backend(X)
         theta = self._theta_on(backend)
-        if sp.issparse(X) and not is_numpy_namespace(backend.xp):
-            X = X.toarray()
-        if sp.issparse(X):
+        sparse = sp.issparse(X)
+        if sparse and not is_numpy_namespace(backend.xp):
+            X, sparse = X.toarray(), False
+        if sparse:
             X = X.tocsr().astype(host_dtype(theta.dtype))
         elif self._streams(X):
             X = _on_host(X, theta.dtype)  # moved chunk by chunk
@@ -510,6 +512,8 @@ class BaseMLP(BaseEstimator):
 
     def _theta_on(self, backend: Backend):
         """The parameters on ``backend``, converted once and cached."""
+        if backend.xp is self._backend.xp and backend.device == self._backend.device:
+            return self._theta  # the common case, without naming either
         if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
             return self._theta
         key = (backend.name, repr(backend.device))
@@ -535,8 +539,8 @@ class BaseMLP(BaseEstimator):
         A host X on a device backend (streamed data) moves one chunk at a time.
         """
         n, rows = X.shape[0], self._chunk_rows(theta.dtype)
-        backend = Backend(xp, device_of(theta))
         streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
+        backend = Backend(xp, device_of(theta)) if streamed else None
         parts = []
         # The library's default BLAS threads: measured, a predict is never slower with them
         # (small ones ~8% faster without the limiter's two thread-count changes).
