@@ -676,7 +676,8 @@ def target_checks(results: dict, pred: dict | None) -> list[dict]:
 def print_targets(checks: list[dict]) -> None:
     print("\nissue 4 targets (anymlp NumPy path)")
     for c in checks:
-        print(f"  {'met    ' if c['met'] else 'NOT met'}  {c['target']}: measured {c['measured']:.2f}")
+        # Three decimals: 0.503 against a 0.5 limit must not print as "NOT met ... 0.50".
+        print(f"  {'met    ' if c['met'] else 'NOT met'}  {c['target']}: measured {c['measured']:.3f}")
 
 
 # --------------------------------------------------------------------------- main
