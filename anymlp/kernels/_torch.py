@@ -77,11 +77,11 @@ def affine(a, W, bias):
     torch hands cuBLASLt the bias pointer's alignment as the output's; a bias
     sliced out of theta at an offset that is not a multiple of 16 bytes
     (common in float32) would restrict it to slower kernels, and under-aligned
-    biases have been reported to fault there. Such a bias takes the product
-    and an in-place add instead (a host-side pointer check: no sync). Not yet
-    measured on a GPU.
+    biases have been reported to fault there. On CUDA such a bias takes the
+    product and an in-place add instead (a host-side pointer check: no sync).
+    Not yet measured on a GPU.
     """
-    if bias.data_ptr() % 16:
+    if bias.is_cuda and bias.data_ptr() % 16:
         return torch.mm(a, W).add_(bias)
     return torch.addmm(bias, a, W)
 
