@@ -310,12 +310,19 @@ def test_more_than_128_classes_take_the_reference_softmax(spy):
     _assert_bitwise(fused[1], reference[1])
 
 
-def test_kernels_run_from_the_disk_cache_in_a_new_process():
-    # Compiled code is cached on disk; loading it is a different path from compiling
-    # (a cached recursive kernel once crashed there), so run a fit in two fresh processes.
+def _printed_by_a_fresh_process(code):
+    """What ``code`` prints in a new interpreter (whose imports start from nothing), split."""
     import subprocess
     import sys
 
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_kernels_run_from_the_disk_cache_in_a_new_process():
+    # Compiled code is cached on disk; loading it is a different path from compiling
+    # (a cached recursive kernel once crashed there), so run a fit in two fresh processes.
     code = (
         "import numpy as np, anymlp; from anymlp import MLPClassifier, MLPRegressor\n"
         "anymlp.set_config(kernels='numba')\n"
@@ -327,18 +334,7 @@ def test_kernels_run_from_the_disk_cache_in_a_new_process():
         "print('ok')\n"
     )
     for _ in range(2):
-        out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
-        assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
-
-
-def _printed_by_a_fresh_process(code):
-    """What ``code`` prints in a new interpreter (whose imports start from nothing), split."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout.split()
+        assert _printed_by_a_fresh_process(code) == ["ok"]
 
 
 def test_auto_loads_numba_only_for_fits_that_repay_it():

@@ -512,8 +512,6 @@ class BaseMLP(BaseEstimator):
 
     def _theta_on(self, backend: Backend):
         """The parameters on ``backend``, converted once and cached."""
-        if backend.xp is self._backend.xp and backend.device == self._backend.device:
-            return self._theta  # the common case, without naming either
         if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
             return self._theta
         key = (backend.name, repr(backend.device))
