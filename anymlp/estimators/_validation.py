@@ -11,9 +11,38 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.utils.validation import _check_sample_weight
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from anymlp._backend import backend_name, device_of, float_dtype, input_namespace, is_device_array, to_host
+
+
+_HOST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def validate_predict_host_X(estimator, X):
+    """``validate_data(estimator, X, reset=False)`` as a predict asks it, with a shortcut.
+
+    A NumPy float32/float64 matrix of the fitted width holding finite values
+    is what ``validate_data`` hands back unchanged when the model was fit
+    without feature names. Recognising it directly saves ~90 us a call, more
+    than half of a one-row ``predict_proba``. Everything else (lists, pandas,
+    sparse, other dtypes, a wrong width, NaN or inf) goes through
+    ``validate_data`` for scikit-learn's conversions, warnings and messages.
+    """
+    if _plainly_valid(estimator, X):
+        return X
+    return validate_data(estimator, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+
+
+def _plainly_valid(estimator, X) -> bool:
+    if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype in _HOST_FLOATS and X.shape[0] > 0):
+        return False
+    if X.shape[1] != estimator.n_features_in_ or hasattr(estimator, "feature_names_in_"):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        # scikit-learn's own first pass: a finite sum means finite values. A sum that
+        # overflows (or a NaN) sends X the long way, which finds out which it is.
+        return bool(np.isfinite(np.add.reduce(X, axis=None)))
 
 
 def check_same_library(X, *others, names=("y", "sample_weight")):

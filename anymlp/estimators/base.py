@@ -43,7 +43,7 @@ from anymlp._backend import (
     to_host,
     to_namespace_of,
 )
-from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight
+from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight, validate_predict_host_X
 from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
 from anymlp.kernels import fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
@@ -483,7 +483,7 @@ class BaseMLP(BaseEstimator):
         if on_device:
             X = check_device_X(X, xp=_namespace_of(X), estimator=self, reset=False)
         else:
-            X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+            X = validate_predict_host_X(self, X)
         backend = self._predict_backend(X)
         theta = self._theta_on(backend)
         sparse = sp.issparse(X)
