@@ -517,6 +517,30 @@ def test_partial_fit_unseen_label_raises_like_sklearn():
     assert "`y` has classes not in `self.classes_`" in messages[0]
 
 
+@pytest.mark.parametrize("labels", [["a", "b", "c"], ["no", "yes"], [-3, 0, 5, 8], [0, 1]])
+def test_known_labels_encode_as_the_label_binarizer_does(monkeypatch, labels):
+    """Streamed batches skip the binarizer's per-call type checks, with the same rows."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    classes = np.array(labels)
+    X = np.random.RandomState(0).normal(size=(30, 4))
+    y = classes[np.arange(30) % len(classes)]
+    est = anymlp.MLPClassifier(hidden_layer_sizes=(3,), solver="sgd").partial_fit(X, y, classes=classes)
+    binarizer = LabelBinarizer().fit(classes)
+    calls, original = [], LabelBinarizer.transform
+    monkeypatch.setattr(LabelBinarizer, "transform", lambda self, y: calls.append(1) or original(self, y))
+    batches = [y[:7], y[:1], y[y == classes[0]]]  # short, one row, one class only
+    if classes.dtype.kind == "i":
+        batches += [y.astype(np.int8), y.astype(np.uint8) if y.min() >= 0 else y.astype(np.int16)]
+    for batch in batches:
+        calls.clear()
+        Y, _ = est._encode_target(batch, incremental=True)
+        expected = original(binarizer, batch).astype(np.float64)
+        assert calls == []
+        assert Y.dtype == np.float64
+        np.testing.assert_array_equal(Y, expected)
+
+
 def test_partial_fit_unavailable_for_lbfgs():
     for cls in PAIRS["clf"]:
         assert not hasattr(cls(solver="lbfgs"), "partial_fit")
@@ -644,6 +668,60 @@ def test_nonfinite_X_rejected_like_sklearn():
             cls(max_iter=2).fit(X, y)
         messages.append(str(err.value))
     assert messages[0] == messages[1]
+
+
+def _predict_X_variants(X):
+    """Inputs for predict: plain ones (the shortcut) and ones that need scikit-learn's checks."""
+    nan, inf, big = X.copy(), X.copy(), np.full_like(X, np.finfo(np.float64).max / 4)
+    nan[3, 2], inf[0, 0] = np.nan, -np.inf
+    return {
+        "float64": X, "float32": X.astype(np.float32), "fortran": np.asfortranarray(X),
+        "strided rows": X[::2], "one row": X[:1],
+        "finite, sum overflows": big, "nan": nan, "inf": inf,
+        "int": np.round(X * 4).astype(np.int64), "float16": X.astype(np.float16),
+        "list": X.tolist(), "wrong width": X[:, :3], "1d": X[0], "no rows": X[:0],
+    }
+
+
+def _outcome(fn):
+    """('ok', result) or ('error', type, message): what a user sees."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return ("ok", np.asarray(fn()))
+    except Exception as exc:  # noqa: BLE001 - the comparison is the point
+        return ("error", type(exc), str(exc))
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_predict_input_checks_like_sklearn(kind):
+    """Predict's fast check of plain NumPy input must answer every X as scikit-learn's does."""
+    X, y = _data(kind)
+    ours, theirs = (_quiet_fit(cls(hidden_layer_sizes=(4,), max_iter=3, random_state=0), X, y)
+                    for cls in PAIRS[kind])
+    for name, variant in _predict_X_variants(X).items():
+        a, b = _outcome(lambda: ours.predict(variant)), _outcome(lambda: theirs.predict(variant))
+        assert a[0] == b[0], (name, a, b)
+        if a[0] == "error":
+            assert a[1:] == b[1:], name
+        else:
+            assert a[1].shape == b[1].shape, name
+
+
+def test_predict_checks_plain_arrays_without_validate_data(monkeypatch):
+    """The shortcut is taken for float NumPy matrices of the right width, and only for them."""
+    import anymlp.estimators._validation as validation
+
+    X, y = _multiclass()
+    est = _quiet_fit(anymlp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0), X, y)
+    calls = []
+    original = validation.validate_data
+    monkeypatch.setattr(validation, "validate_data", lambda *a, **k: calls.append(1) or original(*a, **k))
+    for name, variant in _predict_X_variants(X).items():
+        calls.clear()
+        _outcome(lambda: est.predict_proba(variant))
+        plain = name in ("float64", "float32", "fortran", "strided rows", "one row")
+        assert calls == ([] if plain else [1]), name
 
 
 def test_nonfinite_weights_error_like_sklearn():

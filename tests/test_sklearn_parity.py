@@ -676,3 +676,17 @@ def test_keyboard_interrupt_between_epochs_parity(monkeypatch, early_stopping):
     assert ref.n_iter_ == k
     assert str(our_warn[0].message).startswith(str(ref_warn[0].message))
     assert_full_parity(ours, ref, X)
+
+
+@pytest.mark.parametrize("labels", ["int", "uint8", "str", "binary str"])
+def test_partial_fit_stream_parity(labels):
+    """Streaming code passes ``classes`` on every call; labels of any integer or string type."""
+    X, y = _multiclass(180)
+    y = {"int": y, "uint8": y.astype(np.uint8), "str": np.array(["a", "b", "c", "d", "e", "f"])[y % 6],
+         "binary str": np.where(y % 2, "yes", "no")}[labels]
+    classes = np.unique(y)
+    ours, ref = _pair("clf", hidden_layer_sizes=(6,), solver="adam", random_state=0, learning_rate_init=0.05)
+    for rows in (slice(0, 60), slice(60, 120), slice(120, 180), slice(0, 30)):
+        ours.partial_fit(X[rows], y[rows], classes=classes)
+        ref.partial_fit(X[rows], y[rows], classes=classes)
+    assert_full_parity(ours, ref, X)

@@ -108,9 +108,37 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
+            Y = self._encode_known_labels(y)
+            if Y is not None:
+                return Y, y
             self._check_known_classes(y)
         Y = self._label_binarizer.transform(y).astype(bool)
         return Y.astype(np.float64), y
+
+    def _encode_known_labels(self, y):
+        """The binarizer's rows for y, when y is a 1-D integer or string array of known labels.
+
+        ``LabelBinarizer.transform`` and the known-classes check work out the
+        target type of every batch again, most of a 200-row ``partial_fit``;
+        with the classes fixed, a sorted lookup gives the same rows. None
+        for anything else (unseen or missing labels, other dtypes,
+        multilabel), which takes scikit-learn's checks and messages.
+        """
+        classes, kind = self.classes_, self._label_binarizer.y_type_
+        if not (isinstance(y, np.ndarray) and y.ndim == 1 and kind in ("binary", "multiclass")):
+            return None
+        if not _same_label_kind(y.dtype, classes.dtype) or len(classes) < 2:
+            return None
+        codes = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
+        if not np.array_equal(classes[codes], y):
+            return None  # a label the model has not seen
+        if self.warm_start and np.unique(codes).size < len(classes):
+            return None  # warm_start wants every class again
+        if kind == "binary":
+            return (codes == 1).astype(np.float64)[:, None]
+        Y = np.zeros((y.shape[0], len(classes)))
+        Y[np.arange(y.shape[0]), codes] = 1.0
+        return Y
 
     def _check_known_classes(self, y):
         classes = unique_labels(y)
@@ -205,7 +233,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y); ``classes`` is required on the first call."""
         with self._fit_context(partial_fit=True):
-            if _check_partial_fit_first_call(self, classes):
+            if _first_partial_fit(self, classes):
                 self._label_binarizer = LabelBinarizer()
                 if type_of_target(host_copy(y)).startswith("multilabel"):
                     self._label_binarizer.fit(y)
@@ -222,3 +250,21 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 def _takes_on_device(dtype) -> bool:
     """Label dtypes every backend can gather with ``take`` (torch cannot for uint16-64)."""
     return dtype.kind in "fbi" or dtype == np.uint8
+
+
+def _same_label_kind(a: np.dtype, b: np.dtype) -> bool:
+    """Both integers, or both strings: labels that sort and compare alike."""
+    return (a.kind in "iu" and b.kind in "iu") or (a.kind == b.kind == "U")
+
+
+def _first_partial_fit(clf, classes) -> bool:
+    """scikit-learn's ``_check_partial_fit_first_call``, without re-deriving classes it knows.
+
+    Streaming code passes the same ``classes`` on every call; scikit-learn's
+    check sorts and type-checks them each time (~0.3 ms).
+    """
+    known = getattr(clf, "classes_", None)
+    if known is not None and isinstance(classes, np.ndarray) and classes.dtype == known.dtype \
+            and np.array_equal(classes, known):
+        return False
+    return _check_partial_fit_first_call(clf, classes)
