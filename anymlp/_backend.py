@@ -278,6 +278,10 @@ def _torch_device(device):
                 "Install a CUDA build of torch, check nvidia-smi and CUDA_VISIBLE_DEVICES, "
                 "or use device='cpu'."
             )
+        if dev.index is None:
+            # "cuda" means the current device *when used*: pinned now, so parameters placed
+            # at fit time and inputs moved later agree after a torch.cuda.set_device().
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

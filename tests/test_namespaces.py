@@ -142,6 +142,20 @@ def test_missing_device_fails_at_once_with_a_plain_message(digits, params, match
         MLPClassifier(max_iter=1, **params).fit(X, y)
 
 
+def test_cuda_without_an_index_means_the_current_device(monkeypatch):
+    """Pinned when resolved: a model fit on "cuda" and an input moved to "cuda" after
+    ``torch.cuda.set_device(1)`` must not end up on two different GPUs."""
+    torch = pytest.importorskip("torch")
+    from anymlp._backend import _torch_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert _torch_device("cuda") == torch.device("cuda", 1)
+    assert _torch_device("cuda:0") == torch.device("cuda", 0)
+    assert _torch_device("cpu") == torch.device("cpu")
+
+
 def test_cupy_without_gpu_says_what_to_do(digits, monkeypatch):
     import importlib.util
 
