@@ -3,9 +3,11 @@
 On a GPU, at batch sizes like 200, a training step's time goes to kernel
 launches, one per array operation at least. torch has in-place operations
 that each do what takes the reference several: ``add_(alpha=)``,
-``addcmul_``, ``addcdiv_``, ``softmax``. The Adam update goes from 12
-launches to 7, SGD with Nesterov from 7 to 4, the end of the gradient from 4
-to 2, the output softmax from 5 to 1, the ReLU derivative from 2 to 1.
+``addcmul_``, ``addcdiv_``, ``softmax``, and the fused Adam kernel of
+``torch.optim.Adam(fused=True)``. The Adam update goes from 12 launches to
+1 (7 where torch has no fused kernel), SGD with Nesterov from 7 to 4, the
+end of the gradient from 4 to 2, the output softmax from 5 to 1, the ReLU
+derivative from 2 to 1.
 
 Unlike the numba loops these are not bitwise equal to the reference: torch
 may compute ``a + alpha * b`` as one fused multiply-add and normalises the
@@ -25,22 +27,55 @@ import torch
 MAX_SOFTMAX_COLUMNS = sys.maxsize
 
 
+# Devices where torch's fused Adam kernel (the one ``torch.optim.Adam(fused=True)`` runs)
+# is used: the CPU, where the tests run it, and CUDA. Others (MPS, XPU) keep the in-place
+# ops until someone has run the kernel there.
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 def adam(theta, grad, m, v, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon,
          scratch=None):
-    """One Adam step in place; ``scratch`` (like theta, or None) receives ``sqrt(v) + eps``."""
+    """One Adam step in place: torch's fused kernel (one launch) where there is one, else
+    seven in-place ops, whose ``sqrt(v) + eps`` goes into ``scratch`` (like theta, or None).
+    """
+    if theta.device.type in FUSED_ADAM_DEVICES:
+        torch._fused_adam_([theta], [grad], [m], [v], [], [_step_without_bias_correction(theta.device)],
+                           lr=-neg_step, beta1=beta_1, beta2=beta_2, weight_decay=0.0, eps=epsilon,
+                           amsgrad=False, maximize=False)
+        return
     m.mul_(beta_1).add_(grad, alpha=one_minus_beta_1)
     v.mul_(beta_2).addcmul_(grad, grad, value=one_minus_beta_2)
     theta.addcdiv_(m, torch.sqrt(v, out=scratch).add_(epsilon), value=neg_step)
+
+
+_STEP_COUNTS = {}
+
+
+def _step_without_bias_correction(device):
+    """The step count to hand torch's fused Adam: one where its bias correction is exactly 1.
+
+    anymlp folds scikit-learn's bias correction into the step size on the host
+    (``adam_step_size``), so torch's kernel must not apply its own,
+    ``1 - beta ** step``. At float32's largest value ``beta ** step`` is 0 for
+    every beta < 1, so the kernel divides by exactly 1 and its update is
+    scikit-learn's ``theta - step_size * m / (sqrt(v) + eps)``. The kernel
+    reads the count and does not advance it (``torch.optim.Adam`` does that
+    outside), so one tensor per device serves every step.
+    """
+    count = _STEP_COUNTS.get(device)
+    if count is None:
+        count = _STEP_COUNTS[device] = torch.full((), torch.finfo(torch.float32).max, device=device)
+    return count
 
 
 def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum,
                   beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
     """``adam`` on the gradient ``finish_gradient`` makes of ``raw``, which is scratch after.
 
-    The same operations as finishing and then stepping; the square root goes
-    into ``raw`` once the moments have read it. A fresh tensor of the size of
-    theta per step cost the CPU ~2 ms of page faults at 670k parameters (the
-    square root alone: ~0.1 ms); on a GPU, an allocation less.
+    The same operations as finishing and then stepping. Without the fused
+    kernel the square root goes into ``raw`` once the moments have read it: a
+    fresh tensor of the size of theta per step cost the CPU ~2 ms of page
+    faults at 670k parameters (the square root alone: ~0.1 ms).
     """
     finish_gradient(raw, theta[:n_decayed], alpha, n_decayed > 0, sw_sum)
     adam(theta, raw, m, v, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon, scratch=raw)
