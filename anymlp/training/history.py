@@ -37,6 +37,7 @@ class History:
             self.best_loss = np.inf
 
     def record_loss(self, loss: float, n_samples: int) -> None:
+        loss = np.float64(loss)  # scikit-learn's type for loss_, loss_curve_ and best_loss_
         self.n_iter += 1
         self.t += n_samples
         self.loss = loss
