@@ -257,6 +257,11 @@ def test_fitted_attributes_per_solver(kind, solver, early_stopping):
     assert len(a.coefs_) == len(a.intercepts_) == a.n_layers_ - 1
     assert isinstance(a.n_iter_, int) and isinstance(a.t_, int)
     assert float(a.loss_) == pytest.approx(float(b.loss_), rel=1e-8)
+    assert type(a.loss_) is type(b.loss_) is np.float64
+    if solver != "lbfgs":
+        for name in ("loss_curve_", "validation_scores_"):
+            assert [type(v) for v in getattr(a, name) or []] == [type(v) for v in getattr(b, name) or []], name
+        assert type(a.best_loss_) is type(b.best_loss_)
     if solver == "lbfgs":
         assert a.t_ == b.t_ == 0
     elif early_stopping:
@@ -678,8 +683,10 @@ def _predict_X_variants(X):
         "float64": X, "float32": X.astype(np.float32), "fortran": np.asfortranarray(X),
         "strided rows": X[::2], "one row": X[:1],
         "finite, sum overflows": big, "nan": nan, "inf": inf,
-        "int": np.round(X * 4).astype(np.int64), "float16": X.astype(np.float16),
-        "list": X.tolist(), "wrong width": X[:, :3], "1d": X[0], "no rows": X[:0],
+        "int": np.round(X * 4).astype(np.int64), "uint8": np.round(np.abs(X) * 4).astype(np.uint8),
+        "bool": X > 0, "float16": X.astype(np.float16), "longdouble": X.astype(np.longdouble),
+        "list": X.tolist(), "strings": X.astype(str), "None": None, "wrong width": X[:, :3], "1d": X[0],
+        "no rows": X[:0],
     }
 
 
@@ -693,19 +700,24 @@ def _outcome(fn):
         return ("error", type(exc), str(exc))
 
 
+@pytest.mark.parametrize("fit_dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", list(PAIRS))
-def test_predict_input_checks_like_sklearn(kind):
-    """Predict's fast check of plain NumPy input must answer every X as scikit-learn's does."""
+def test_predict_input_checks_like_sklearn(kind, fit_dtype):
+    """Every X is refused or answered as scikit-learn does, in the dtype it answers in
+    (NumPy's promotion of X and the model: float32 model, float64 or int64 X -> float64)."""
     X, y = _data(kind)
-    ours, theirs = (_quiet_fit(cls(hidden_layer_sizes=(4,), max_iter=3, random_state=0), X, y)
+    ours, theirs = (_quiet_fit(cls(hidden_layer_sizes=(4,), max_iter=3, random_state=0), X.astype(fit_dtype), y)
                     for cls in PAIRS[kind])
+    method = "predict_proba" if kind == "clf" else "predict"
     for name, variant in _predict_X_variants(X).items():
-        a, b = _outcome(lambda: ours.predict(variant)), _outcome(lambda: theirs.predict(variant))
+        a, b = (_outcome(lambda: getattr(est, method)(variant)) for est in (ours, theirs))
         assert a[0] == b[0], (name, a, b)
         if a[0] == "error":
             assert a[1:] == b[1:], name
-        else:
-            assert a[1].shape == b[1].shape, name
+            continue
+        assert a[1].shape == b[1].shape, name
+        if name != "longdouble":  # anymlp computes in float64 at most
+            assert a[1].dtype == b[1].dtype, name
 
 
 def test_predict_checks_plain_arrays_without_validate_data(monkeypatch):
@@ -722,6 +734,17 @@ def test_predict_checks_plain_arrays_without_validate_data(monkeypatch):
         _outcome(lambda: est.predict_proba(variant))
         plain = name in ("float64", "float32", "fortran", "strided rows", "one row")
         assert calls == ([] if plain else [1]), name
+
+
+def test_a_float32_model_predicts_float64_input_in_float64():
+    """As NumPy computes ``X @ coefs_`` in scikit-learn: the model's float32 weights, exactly
+    widened, applied in float64."""
+    X, y = _regression()
+    est = _quiet_fit(anymlp.MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0), X.astype(np.float32), y)
+    predicted = est.predict(X)
+    assert predicted.dtype == np.float64 and est.predict(X.astype(np.float32)).dtype == np.float32
+    hidden = np.maximum(X @ est.coefs_[0].astype(np.float64) + est.intercepts_[0], 0)
+    np.testing.assert_allclose(predicted, (hidden @ est.coefs_[1] + est.intercepts_[1])[:, 0], rtol=1e-12)
 
 
 def test_nonfinite_weights_error_like_sklearn():

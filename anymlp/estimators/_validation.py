@@ -31,7 +31,9 @@ def validate_predict_host_X(estimator, X):
     """
     if _plainly_valid(estimator, X):
         return X
-    return validate_data(estimator, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+    # dtype="numeric", as scikit-learn's predict asks: strings are refused, not parsed;
+    # integers stay integers here and take the model's dtype (or float64) afterwards.
+    return validate_data(estimator, X, accept_sparse=["csr", "csc"], reset=False)
 
 
 def _plainly_valid(estimator, X) -> bool:

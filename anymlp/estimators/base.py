@@ -340,12 +340,13 @@ class BaseMLP(BaseEstimator):
             rows = self._chunk_rows(self._theta.dtype)
             full_batch = lambda theta: streamed_loss_and_grad(  # noqa: E731
                 theta, data, self._arch, float(self.alpha), rows, xp=xp)
-        self._theta, self.n_iter_, self.loss_ = fit_lbfgs(
+        self._theta, self.n_iter_, loss = fit_lbfgs(
             self._theta, full_batch,
             xp=xp, to_device=lambda a: to_device(a, self._backend),
             max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
             callbacks=self.callbacks, estimator=self,
         )
+        self.loss_ = np.float64(loss)
         if not np.isfinite(self.loss_):
             # Finite weights whose predictions overflow (say, the exp output of the
             # Poisson loss on unscaled data) are no model either.
@@ -485,7 +486,7 @@ class BaseMLP(BaseEstimator):
         else:
             X = validate_predict_host_X(self, X)
         backend = self._predict_backend(X)
-        theta = self._theta_on(backend)
+        theta = self._theta_on(backend, self._predict_dtype(X, backend))
         sparse = sp.issparse(X)
         if sparse and not is_numpy_namespace(backend.xp):
             X, sparse = X.toarray(), False
@@ -510,14 +511,30 @@ class BaseMLP(BaseEstimator):
             warnings.warn(f"{exc} Predicting on the input's own namespace instead.", UserWarning)
             return resolve_backend(X, backend=_input_backend_name(X), device=None)
 
-    def _theta_on(self, backend: Backend):
-        """The parameters on ``backend``, converted once and cached."""
-        if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
+    def _predict_dtype(self, X, backend: Backend):
+        """None (predict in the model's dtype), or float64 where NumPy would promote to it.
+
+        scikit-learn computes ``X @ coefs_`` with NumPy's promotion, so a model
+        fit on float32 answers float64 (or int64) X in float64; so does the
+        NumPy backend. Other libraries compute in the model's dtype (torch does
+        not promote inside a product, and some devices have no float64).
+        """
+        if not is_numpy_namespace(backend.xp):
+            return None
+        model = host_dtype(self._theta.dtype)  # the model may live in another library
+        if model == np.float64 or np.result_type(X.dtype, model).itemsize < 8:
+            return None
+        return np.dtype(np.float64)
+
+    def _theta_on(self, backend: Backend, dtype=None):
+        """The parameters on ``backend`` (in ``dtype``, if given), converted once and cached."""
+        if (dtype is None and backend.name == self._backend.name
+                and repr(backend.device) == repr(self._backend.device)):
             return self._theta
-        key = (backend.name, repr(backend.device))
+        key = (backend.name, repr(backend.device), str(dtype))
         cache = getattr(self, "_predict_cache", None)
         if cache is None or cache[0] != key:
-            self._predict_cache = (key, to_device(self._theta, backend))
+            self._predict_cache = (key, to_device(self._theta, backend, dtype))
         return self._predict_cache[1]
 
     def _chunk_rows(self, dtype) -> int:
