@@ -374,6 +374,35 @@ def test_assigning_coefs_of_another_shape_is_refused(digits):
     assert np.allclose(clf.predict_proba(X), clf.predict_proba(X)[0])
 
 
+def test_assigning_one_layer_changes_the_model_as_in_sklearn(backend, digits):
+    """``coefs_[i] = W`` writes into scikit-learn's own list; here the list is built on
+    access, and the assignment must still reach the model."""
+    import pickle
+
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    X, y = digits
+    ours = quiet(MLPClassifier((5,), max_iter=2, random_state=0).fit, backend.asarray(X), backend.asarray(y))
+    theirs = quiet(SkMLPClassifier((5,), max_iter=2, random_state=0).fit, X, y)
+    rng = np.random.RandomState(1)
+    W, b = rng.normal(size=(5, 10)), rng.normal(size=5)
+    for est, convert in ((ours, backend.asarray), (theirs, np.asarray)):
+        est.coefs_[1] = convert(W)
+        est.intercepts_[0] = convert(b)
+        est.intercepts_[1:] = [convert(np.zeros(10))]
+    rtol = 1e-5 if backend.dtype_name == "float32" else 1e-10
+    np.testing.assert_allclose(backend.numpy(ours.coefs_[1]), W, rtol=rtol)
+    np.testing.assert_allclose(backend.numpy(ours.predict_proba(backend.asarray(X))), theirs.predict_proba(X),
+                               rtol=rtol, atol=1e-12)
+    before = backend.numpy(ours.predict_proba(backend.asarray(X)))
+    with pytest.raises(ValueError, match="fitted shapes"):
+        ours.coefs_[0] = backend.asarray(np.zeros((3, 5)))
+    with pytest.raises(TypeError, match="one array per layer"):
+        ours.coefs_.append(backend.asarray(W))
+    np.testing.assert_array_equal(backend.numpy(ours.predict_proba(backend.asarray(X))), before)  # untouched
+    assert type(pickle.loads(pickle.dumps(ours.coefs_))) is list
+
+
 def test_unsigned_labels_predict_on_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.RandomState(0)

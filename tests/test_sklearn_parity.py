@@ -690,3 +690,31 @@ def test_partial_fit_stream_parity(labels):
         ours.partial_fit(X[rows], y[rows], classes=classes)
         ref.partial_fit(X[rows], y[rows], classes=classes)
     assert_full_parity(ours, ref, X)
+
+
+def test_activation_and_output_activation_are_read_at_each_call():
+    """scikit-learn reads ``activation`` and ``out_activation_`` on every call: a changed
+    activation applies to later predictions and partial fits, and ``out_activation_ =
+    "identity"`` (a known way to read logits) makes predict_proba return the raw outputs."""
+    X, y = _multiclass(150)
+    ours, ref = _pair("clf", hidden_layer_sizes=(6,), solver="sgd", random_state=0, learning_rate_init=0.05)
+    for est in (ours, ref):
+        est.partial_fit(X, y, classes=np.unique(y))
+        est.set_params(activation="tanh")
+        est.partial_fit(X, y)
+    assert_full_parity(ours, ref, X)
+    for est in (ours, ref):
+        est.out_activation_ = "identity"
+    logits = ours.predict_proba(X)
+    np.testing.assert_allclose(logits, ref.predict_proba(X), rtol=RTOL, atol=ATOL)
+    assert (logits < 0).any() and not np.allclose(logits.sum(axis=1), 1)
+
+
+def test_sparse_multilabel_targets_predict_sparse():
+    X, Y = _multilabel()
+    ours, ref = _fit_pair("clf", X, sp.csr_matrix(Y), hidden_layer_sizes=(6,), max_iter=20, random_state=0)
+    assert_same_weights(ours, ref)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), rtol=RTOL, atol=ATOL)
+    predicted, expected = ours.predict(X), ref.predict(X)
+    assert type(predicted) is type(expected) and predicted.dtype == expected.dtype
+    np.testing.assert_array_equal(predicted.toarray(), expected.toarray())

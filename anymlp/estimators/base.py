@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import warnings
 from numbers import Integral, Real
 
@@ -108,8 +109,13 @@ class BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self):
-        """Weight matrices ``(fan_in, fan_out)``, in the namespace of the fit input."""
-        return self._public_params()[0]
+        """Weight matrices ``(fan_in, fan_out)``, in the namespace of the fit input.
+
+        As in scikit-learn, ``coefs_[i] = W`` and ``coefs_ = [...]`` change the
+        model. On NumPy the arrays are views of the parameters, so in-place
+        edits (``coefs_[0][:] = 0``) do too; arrays copied off a GPU are copies.
+        """
+        return _ParameterList(self._public_params()[0], lambda coefs: self._set_public_params(coefs, self.intercepts_))
 
     @coefs_.setter
     def coefs_(self, coefs):
@@ -117,8 +123,8 @@ class BaseMLP(BaseEstimator):
 
     @property
     def intercepts_(self):
-        """Bias vectors ``(fan_out,)``, in the namespace of the fit input."""
-        return self._public_params()[1]
+        """Bias vectors ``(fan_out,)``, in the namespace of the fit input (see ``coefs_``)."""
+        return _ParameterList(self._public_params()[1], lambda intercepts: self._set_public_params(self.coefs_, intercepts))
 
     @intercepts_.setter
     def intercepts_(self, intercepts):
@@ -326,9 +332,22 @@ class BaseMLP(BaseEstimator):
             if isinstance(optimizer, AdamOptimizer):
                 optimizer.set_namespace(backend.xp)
 
+    def _current_arch(self) -> Architecture:
+        """The network as scikit-learn reads it on every call, not as it was first fit.
+
+        ``activation`` may have changed since (``set_params`` before a
+        ``partial_fit``, a warm fit or a predict), and predictions use
+        ``out_activation_``: setting it to "identity" is a known way to read a
+        classifier's logits.
+        """
+        arch = self._arch
+        if arch.activation == self.activation and arch.out_activation == self.out_activation_:
+            return arch
+        return dataclasses.replace(arch, activation=self.activation, output=self.out_activation_)
+
     def _objective(self, finish=True):
         """``(theta, X, Y, sw) -> (loss, grad)``; ``finish=False``: the optimizers finish the gradient."""
-        xp, arch, alpha = self._backend.xp, self._arch, float(self.alpha)
+        xp, arch, alpha = self._backend.xp, self._current_arch(), float(self.alpha)
         return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp, finish=finish)
 
     def _fit_lbfgs(self, data: TrainingData):
@@ -339,7 +358,7 @@ class BaseMLP(BaseEstimator):
         else:
             rows = self._chunk_rows(self._theta.dtype)
             full_batch = lambda theta: streamed_loss_and_grad(  # noqa: E731
-                theta, data, self._arch, float(self.alpha), rows, xp=xp)
+                theta, data, self._current_arch(), float(self.alpha), rows, xp=xp)
         self._theta, self.n_iter_, loss = fit_lbfgs(
             self._theta, full_batch,
             xp=xp, to_device=lambda a: to_device(a, self._backend),
@@ -556,13 +575,13 @@ class BaseMLP(BaseEstimator):
         n, rows = X.shape[0], self._chunk_rows(theta.dtype)
         streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
         backend = Backend(xp, device_of(theta)) if streamed else None
-        parts = []
+        parts, arch = [], self._current_arch()
         # The library's default BLAS threads: measured, a predict is never slower with them
         # (small ones ~8% faster without the limiter's two thread-count changes).
         with config_context(kernels=self._kernels_for(0, xp)):
             for start in range(0, n, rows):
                 chunk = take_rows(X, slice(start, min(start + rows, n)), xp=xp) if n > rows else X
-                parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, self._arch, xp=xp, keep=False))
+                parts.append(forward(theta, to_device(chunk, backend) if streamed else chunk, arch, xp=xp, keep=False))
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
     def _predict_host(self, theta, X):
@@ -617,6 +636,38 @@ class BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+class _ParameterList(list):
+    """``coefs_``/``intercepts_``: a list whose item assignment writes into the model.
+
+    scikit-learn keeps the lists themselves, so ``est.coefs_[0] = W`` changes
+    its model; anymlp keeps one flat parameter vector and builds the lists on
+    access, so without this the assignment would land in a temporary list and
+    be lost without a word. Changes of length cannot keep the fitted
+    architecture and are refused; copies (``list(...)``, pickling) are plain lists.
+    """
+
+    def __init__(self, arrays, write):
+        super().__init__(arrays)
+        self._write = write
+
+    def __setitem__(self, index, value):
+        changed = list(self)
+        changed[index] = value
+        self._write(changed)  # checks the shapes before anything changes
+        super().__setitem__(index, value)
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(
+            "coefs_ and intercepts_ hold one array per layer; assign an item (coefs_[i] = W) or "
+            "a whole list of the fitted shapes."
+        )
+
+    append = extend = insert = pop = remove = clear = sort = reverse = __delitem__ = __iadd__ = __imul__ = _refuse
 
 
 def _namespace_of(X):

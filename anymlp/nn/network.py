@@ -71,15 +71,20 @@ def unpack(theta, layout: Layout, *, xp):
 
 @dataclass(frozen=True)
 class Architecture:
-    """What a forward pass needs besides the parameters."""
+    """What a forward pass needs besides the parameters.
+
+    ``output`` overrides the output activation of :func:`forward` (the loss's
+    canonical one otherwise); training always pairs the loss with its own.
+    """
 
     layout: Layout
     activation: str
     loss: str
+    output: str | None = None
 
     @property
     def out_activation(self) -> str:
-        return CANONICAL_OUTPUT[self.loss]
+        return self.output or CANONICAL_OUTPUT[self.loss]
 
 
 def forward(theta, X, arch: Architecture, *, xp, keep=True, output_activation=True):
