@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
@@ -10,7 +11,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_consistent_length
 
-from anymlp._backend import device_of, to_host, to_namespace_of
+from anymlp._backend import device_of, is_numpy_namespace, to_host, to_namespace_of
 from anymlp.estimators.base import BaseMLP, host_copy
 
 
@@ -196,6 +197,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         xp = backend.xp
         codes = self._outputs_to_predictions(self._forward(X, theta, xp), xp)
         if self._label_binarizer.y_type_ == "multilabel-indicator":
+            if getattr(self._label_binarizer, "sparse_input_", False) and is_numpy_namespace(out_xp):
+                return sp.csr_matrix(to_host(codes))  # sparse y, sparse predictions, as in scikit-learn
             return to_namespace_of(codes, out_xp, out_device)
         if _takes_on_device(self.classes_.dtype):
             classes = to_namespace_of(np.asarray(self.classes_), xp, backend.device)
