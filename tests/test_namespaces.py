@@ -252,3 +252,18 @@ def test_clip_matches_the_standard_clip_bit_for_bit(backend, dtype):
     assert backend.is_own(got) and got.dtype == x.dtype
     np.testing.assert_array_equal(backend.numpy(got), backend.numpy(expected))
     assert backend.numpy(x).tobytes() == values.tobytes()  # input untouched
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr", "csc"])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_torch_sparse_X_trains_like_dense(layout, solver):
+    """Sparse torch X of any common layout trains and predicts as its dense self (CSR and
+    CSC go through COO, the layout torch can take rows of)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(60, 4)) * (rng.uniform(size=(60, 4)) > 0.5)
+    dense, y = torch.asarray(X), torch.asarray((X[:, 0] > 0).astype(np.int64))
+    sparse = dense.to_sparse() if layout == "coo" else getattr(dense, f"to_sparse_{layout}")()
+    params = dict(hidden_layer_sizes=(5,), solver=solver, max_iter=5, random_state=0)
+    a, b = (_fit_quietly(MLPClassifier(**params), data, y) for data in (sparse, dense))
+    np.testing.assert_allclose(a.predict_proba(sparse).numpy(), b.predict_proba(dense).numpy(), rtol=1e-10, atol=1e-12)

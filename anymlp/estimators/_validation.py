@@ -67,8 +67,17 @@ def check_same_library(X, *others, names=("y", "sample_weight")):
         input_namespace(X, other)  # raises on library or device mismatch
 
 
+_TORCH_COMPRESSED = ("torch.sparse_csr", "torch.sparse_csc", "torch.sparse_bsr", "torch.sparse_bsc")
+
+
 def check_device_X(X, *, xp, estimator, reset: bool, what="X"):
-    """Shape, dtype and finiteness checks for X held by a non-NumPy library."""
+    """Shape, dtype and finiteness checks for X held by a non-NumPy library.
+
+    torch's compressed sparse layouts come back as COO: batches are rows taken
+    with ``index_select``, which torch has for COO only (CSR failed deep inside torch).
+    """
+    if str(getattr(X, "layout", "")) in _TORCH_COMPRESSED:
+        X = X.to_sparse_coo()
     if X.ndim != 2:
         raise ValueError(
             f"Expected 2D array, got {X.ndim}D array instead: {what} has shape {tuple(X.shape)}. "
