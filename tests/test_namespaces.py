@@ -267,3 +267,15 @@ def test_torch_sparse_X_trains_like_dense(layout, solver):
     params = dict(hidden_layer_sizes=(5,), solver=solver, max_iter=5, random_state=0)
     a, b = (_fit_quietly(MLPClassifier(**params), data, y) for data in (sparse, dense))
     np.testing.assert_allclose(a.predict_proba(sparse).numpy(), b.predict_proba(dense).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_device_input_predicted_on_the_numpy_backend():
+    """backend="numpy" computes torch input on the host, in the model's dtype, and answers in torch."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(40, 3)).astype(np.float32), rng.randint(0, 2, 40)
+    clf = _fit_quietly(MLPClassifier((5,), max_iter=5, random_state=0, backend="numpy"), torch.asarray(X),
+                       torch.asarray(y))
+    proba = clf.predict_proba(torch.asarray(X.astype(np.float64)))
+    assert isinstance(clf._theta, np.ndarray) and torch.is_tensor(proba) and proba.dtype == torch.float32
+    np.testing.assert_allclose(proba.numpy(), clf.predict_proba(X), rtol=1e-6)

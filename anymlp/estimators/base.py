@@ -535,10 +535,10 @@ class BaseMLP(BaseEstimator):
 
         scikit-learn computes ``X @ coefs_`` with NumPy's promotion, so a model
         fit on float32 answers float64 (or int64) X in float64; so does the
-        NumPy backend. Other libraries compute in the model's dtype (torch does
-        not promote inside a product, and some devices have no float64).
+        NumPy backend, for host X. Other libraries compute in the model's dtype
+        (torch does not promote inside a product, and some devices have no float64).
         """
-        if not is_numpy_namespace(backend.xp):
+        if not is_numpy_namespace(backend.xp) or is_device_array(X):
             return None
         model = host_dtype(self._theta.dtype)  # the model may live in another library
         if model == np.float64 or np.result_type(X.dtype, model).itemsize < 8:
