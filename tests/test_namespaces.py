@@ -279,3 +279,36 @@ def test_device_input_predicted_on_the_numpy_backend():
     proba = clf.predict_proba(torch.asarray(X.astype(np.float64)))
     assert isinstance(clf._theta, np.ndarray) and torch.is_tensor(proba) and proba.dtype == torch.float32
     np.testing.assert_allclose(proba.numpy(), clf.predict_proba(X), rtol=1e-6)
+
+
+def test_cupy_l2_penalty_is_one_inner_product():
+    """CuPy has no vecdot, and array-api-compat's stand-in conjugates a copy of the weights
+    before a (1, n) @ (n, 1) product; a 1-D @ 1-D product is the inner product itself."""
+    import types
+
+    from anymlp._backend import squared_norm
+
+    fake_cupy = types.ModuleType("cupy")
+    fake_cupy.vecdot = lambda *args, **kwargs: pytest.fail("array-api-compat's vecdot was used")
+
+    class Weights:
+        def __matmul__(self, other):
+            return ("inner product", other is self)
+
+    assert squared_norm(Weights(), xp=fake_cupy) == ("inner product", True)
+
+
+@pytest.mark.gpu
+def test_cupy_l2_penalty_matches_float64():
+    from tests.conftest import _cuda_available
+
+    if not _cuda_available():
+        pytest.skip("needs a CUDA GPU")
+    import array_api_compat.cupy as xc
+    import cupy
+
+    from anymlp._backend import squared_norm
+
+    w = np.random.default_rng(0).random(668672, dtype=np.float32)
+    value = squared_norm(cupy.asarray(w), xp=xc)
+    assert value.shape == () and abs(float(value) - float(np.dot(w.astype(np.float64), w))) <= 1e-6 * float(value)
