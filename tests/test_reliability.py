@@ -403,6 +403,30 @@ def test_assigning_one_layer_changes_the_model_as_in_sklearn(backend, digits):
     assert type(pickle.loads(pickle.dumps(ours.coefs_))) is list
 
 
+def test_parameter_lists_stay_the_models_until_the_next_fit(backend, digits):
+    """As scikit-learn's lists: every list fetched since the last fit is the model's (an
+    assignment through one leaves the others' views live), and a fit detaches them."""
+    X, y = digits
+    est = quiet(MLPClassifier((5,), max_iter=2, random_state=0).fit, backend.asarray(X), backend.asarray(y))
+    first, second = est.coefs_, est.coefs_
+    ones, zeros = np.ones((64, 5)), np.zeros((5, 10))
+    first[0] = backend.asarray(ones)
+    second[1] = backend.asarray(zeros)  # must not write second's stale layer 0 back
+    np.testing.assert_array_equal(backend.numpy(est.coefs_[0]), ones)
+    np.testing.assert_array_equal(backend.numpy(est.coefs_[1]), zeros)
+    intercepts = est.intercepts_
+    intercepts[:] = (backend.asarray(np.full(b.shape, 0.5)) for b in intercepts)  # a generator, consumed once
+    assert len(intercepts) == 2
+    np.testing.assert_array_equal(backend.numpy(est.intercepts_[1]), 0.5)
+    if backend.xp is None:  # NumPy views: in-place edits after an assignment still reach the model
+        first[1][:] = 3.0
+        np.testing.assert_array_equal(est.coefs_[1], 3.0)
+    held = est.coefs_
+    quiet(est.set_params(hidden_layer_sizes=(7,)).fit, backend.asarray(X), backend.asarray(y))
+    held[0] = backend.asarray(np.zeros((3, 3)))  # the old model's list: no check, no effect
+    assert backend.numpy(est.coefs_[0]).shape == (64, 7) and np.abs(backend.numpy(est.coefs_[0])).sum() > 0
+
+
 def test_unsigned_labels_predict_on_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.RandomState(0)

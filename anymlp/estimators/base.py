@@ -112,10 +112,12 @@ class BaseMLP(BaseEstimator):
         """Weight matrices ``(fan_in, fan_out)``, in the namespace of the fit input.
 
         As in scikit-learn, ``coefs_[i] = W`` and ``coefs_ = [...]`` change the
-        model. On NumPy the arrays are views of the parameters, so in-place
-        edits (``coefs_[0][:] = 0``) do too; arrays copied off a GPU are copies.
+        model, and a list fetched before a later fit no longer does. On NumPy
+        (and for torch or array-API input) the arrays are views of the
+        parameters, so in-place edits (``coefs_[0][:] = 0``) do too; arrays
+        copied off a GPU are copies.
         """
-        return _ParameterList(self._public_params()[0], lambda coefs: self._set_public_params(coefs, self.intercepts_))
+        return _ParameterList(self._public_params()[0], self._layer_writer("coefs"))
 
     @coefs_.setter
     def coefs_(self, coefs):
@@ -124,7 +126,7 @@ class BaseMLP(BaseEstimator):
     @property
     def intercepts_(self):
         """Bias vectors ``(fan_out,)``, in the namespace of the fit input (see ``coefs_``)."""
-        return _ParameterList(self._public_params()[1], lambda intercepts: self._set_public_params(self.coefs_, intercepts))
+        return _ParameterList(self._public_params()[1], self._layer_writer("intercepts"))
 
     @intercepts_.setter
     def intercepts_(self, intercepts):
@@ -152,6 +154,35 @@ class BaseMLP(BaseEstimator):
         flat = [xp.reshape(to_device(a, self._backend, self._theta.dtype), (-1,)) for a in list(coefs) + list(intercepts)]
         self._theta = xp.concat(flat)
         self._predict_cache = None
+
+    def _layer_writer(self, kind: str):
+        """``write(positions, arrays)`` for a ``coefs_``/``intercepts_`` list fetched now.
+
+        It writes into the parameters in place, so the other arrays handed out
+        stay views of the model; once a fit has replaced the parameters, the
+        list is the user's own, as scikit-learn's old lists are.
+        """
+        origin = self._theta
+
+        def write(positions, arrays):
+            if self._theta is not origin:
+                return
+            layout, xp = self._arch.layout, self._backend.xp
+            spans = ([(a, b, shape) for a, b, shape in layout.coef_slices] if kind == "coefs"
+                     else [(a, b, (b - a,)) for a, b in layout.intercept_slices])
+            given = [tuple(a.shape) for a in arrays]
+            expected = [spans[i][2] for i in positions]
+            if given != expected:
+                raise ValueError(
+                    f"{kind}_ must keep the fitted shapes: {kind}_{list(positions)} are {expected}; got "
+                    f"{given}. Fit again to change the architecture."
+                )
+            for i, array in zip(positions, arrays):
+                a, b, _ = spans[i]
+                self._theta[a:b] = xp.reshape(to_device(array, self._backend, self._theta.dtype), (-1,))
+            self._predict_cache = None
+
+        return write
 
     # ------------------------------------------------------------------ fitting
 
@@ -338,7 +369,8 @@ class BaseMLP(BaseEstimator):
         ``activation`` may have changed since (``set_params`` before a
         ``partial_fit``, a warm fit or a predict), and predictions use
         ``out_activation_``: setting it to "identity" is a known way to read a
-        classifier's logits.
+        classifier's logits. Training keeps the loss's own output activation
+        (scikit-learn would train a softmax loss through the new output).
         """
         arch = self._arch
         if arch.activation == self.activation and arch.out_activation == self.out_activation_:
@@ -505,16 +537,17 @@ class BaseMLP(BaseEstimator):
         else:
             X = validate_predict_host_X(self, X)
         backend = self._predict_backend(X)
-        theta = self._theta_on(backend, self._predict_dtype(X, backend))
+        theta = self._theta_on(backend)
+        dtype = self._predict_dtype(X, backend) or theta.dtype
         sparse = sp.issparse(X)
         if sparse and not is_numpy_namespace(backend.xp):
             X, sparse = X.toarray(), False
         if sparse:
-            X = X.tocsr().astype(host_dtype(theta.dtype))
+            X = X.tocsr().astype(host_dtype(dtype))
         elif self._streams(X):
             X = _on_host(X, theta.dtype)  # moved chunk by chunk
         else:
-            X = to_device(X, backend, theta.dtype)
+            X = to_device(X, backend, dtype)
         return X, backend, theta, out
 
     def _predict_backend(self, X) -> Backend:
@@ -531,12 +564,13 @@ class BaseMLP(BaseEstimator):
             return resolve_backend(X, backend=_input_backend_name(X), device=None)
 
     def _predict_dtype(self, X, backend: Backend):
-        """None (predict in the model's dtype), or float64 where NumPy would promote to it.
+        """None (X takes the model's dtype), or float64 where NumPy would promote to it.
 
         scikit-learn computes ``X @ coefs_`` with NumPy's promotion, so a model
-        fit on float32 answers float64 (or int64) X in float64; so does the
-        NumPy backend, for host X. Other libraries compute in the model's dtype
-        (torch does not promote inside a product, and some devices have no float64).
+        fit on float32 answers float64 (or int64) X in float64, its float32
+        weights applied as they are; so does the NumPy backend, for host X.
+        Other libraries compute in the model's dtype (torch does not promote
+        inside a product, and some devices have no float64).
         """
         if not is_numpy_namespace(backend.xp) or is_device_array(X):
             return None
@@ -545,16 +579,15 @@ class BaseMLP(BaseEstimator):
             return None
         return np.dtype(np.float64)
 
-    def _theta_on(self, backend: Backend, dtype=None):
-        """The parameters on ``backend`` (in ``dtype``, if given), converted once and cached."""
-        if (dtype is None and backend.name == self._backend.name
-                and repr(backend.device) == repr(self._backend.device)):
+    def _theta_on(self, backend: Backend):
+        """The parameters on ``backend``, converted once and cached."""
+        if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
             return self._theta
-        key = (backend.name, repr(backend.device), str(dtype))
-        cache = getattr(self, "_predict_cache", None)
-        if cache is None or cache[0] != key:
-            self._predict_cache = (key, to_device(self._theta, backend, dtype))
-        return self._predict_cache[1]
+        key = (backend.name, repr(backend.device))
+        cached = getattr(self, "_predict_cache", None)  # read once: another thread may replace it
+        if cached is None or cached[0] != key:
+            cached = self._predict_cache = (key, to_device(self._theta, backend))
+        return cached[1]
 
     def _chunk_rows(self, dtype) -> int:
         """Rows whose activations fit in PREDICT_CHUNK_BYTES.
@@ -572,7 +605,7 @@ class BaseMLP(BaseEstimator):
 
         A host X on a device backend (streamed data) moves one chunk at a time.
         """
-        n, rows = X.shape[0], self._chunk_rows(theta.dtype)
+        n, rows = X.shape[0], self._chunk_rows(X.dtype)  # X's dtype is the activations' (float64 X, float32 model)
         streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
         backend = Backend(xp, device_of(theta)) if streamed else None
         parts, arch = [], self._current_arch()
@@ -644,7 +677,8 @@ class _ParameterList(list):
     scikit-learn keeps the lists themselves, so ``est.coefs_[0] = W`` changes
     its model; anymlp keeps one flat parameter vector and builds the lists on
     access, so without this the assignment would land in a temporary list and
-    be lost without a word. Changes of length cannot keep the fitted
+    be lost without a word. Only the assigned layers are written (other
+    entries may be stale copies). Changes of length cannot keep the fitted
     architecture and are refused; copies (``list(...)``, pickling) are plain lists.
     """
 
@@ -653,9 +687,14 @@ class _ParameterList(list):
         self._write = write
 
     def __setitem__(self, index, value):
-        changed = list(self)
-        changed[index] = value
-        self._write(changed)  # checks the shapes before anything changes
+        if isinstance(index, slice):
+            value = list(value)  # once: it may be a generator
+            positions = range(len(self))[index]
+            if len(value) != len(positions):
+                self._refuse()
+            self._write(positions, value)  # checks the shapes before anything changes
+        else:
+            self._write([range(len(self))[index]], [value])  # IndexError as a list's, negatives too
         super().__setitem__(index, value)
 
     def __reduce__(self):
