@@ -179,11 +179,20 @@ def test_mixed_libraries_are_refused(digits):
         MLPClassifier(max_iter=1).fit(X, torch.asarray(y))
 
 
-def test_predict_on_another_namespace_converts_the_model(digits):
+def test_predict_on_another_namespace_converts_the_model(digits, monkeypatch):
     torch = pytest.importorskip("torch")
+    import anymlp.estimators.base as base
+
     X, y = digits
     clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), torch.asarray(X), torch.asarray(y))
+    # On a CPU the host copy of a torch model shares its memory; copy it, as from a GPU.
+    real = base.to_device
+    monkeypatch.setattr(base, "to_device", lambda a, *args, **kw: np.array(r) if isinstance(
+        r := real(a, *args, **kw), np.ndarray) else r)
     np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(torch.asarray(X)).numpy(), atol=1e-12)
+    clf.intercepts_[1][:] = 0  # in place through torch views: the cached copy must follow
+    clf.coefs_[1][:] = 0
+    np.testing.assert_allclose(clf.predict_proba(X), 0.1)
 
 
 @pytest.mark.gpu

@@ -580,10 +580,14 @@ class BaseMLP(BaseEstimator):
         return np.dtype(np.float64)
 
     def _theta_on(self, backend: Backend):
-        """The parameters on ``backend``, converted once and cached."""
+        """The parameters on ``backend``, converted once and cached.
+
+        torch counts in-place changes (``_version``), so edits through torch
+        ``coefs_`` views are seen; CuPy and others offer no such counter.
+        """
         if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
             return self._theta
-        key = (backend.name, repr(backend.device))
+        key = (backend.name, repr(backend.device), getattr(self._theta, "_version", None))
         cached = getattr(self, "_predict_cache", None)  # read once: another thread may replace it
         if cached is None or cached[0] != key:
             cached = self._predict_cache = (key, to_device(self._theta, backend))
