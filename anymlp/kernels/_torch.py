@@ -20,6 +20,7 @@ The elementwise kernels have the signatures of :mod:`anymlp.kernels._numba`;
 ``affine`` and ``relu_`` are torch's own (numba keeps its bias + ReLU pass).
 """
 
+import functools
 import sys
 
 import torch
@@ -39,13 +40,18 @@ def adam(theta, grad, m, v, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, 
     seven in-place ops, whose ``sqrt(v) + eps`` goes into ``scratch`` (like theta, or None).
     """
     if theta.device.type in FUSED_ADAM_DEVICES:
-        torch._fused_adam_([theta], [grad], [m], [v], [], [_step_without_bias_correction(theta.device)],
-                           lr=-neg_step, beta1=beta_1, beta2=beta_2, weight_decay=0.0, eps=epsilon,
-                           amsgrad=False, maximize=False)
+        _fused_adam(theta, grad, m, v, beta_1, beta_2, neg_step, epsilon)
         return
     m.mul_(beta_1).add_(grad, alpha=one_minus_beta_1)
     v.mul_(beta_2).addcmul_(grad, grad, value=one_minus_beta_2)
     theta.addcdiv_(m, torch.sqrt(v, out=scratch).add_(epsilon), value=neg_step)
+
+
+def _fused_adam(theta, grad, m, v, beta_1, beta_2, neg_step, epsilon, weight_decay=0.0, grad_scale=None):
+    """torch's fused kernel on ``grad / grad_scale + weight_decay * theta`` (grad_scale None: 1)."""
+    torch._fused_adam_([theta], [grad], [m], [v], [], [_step_without_bias_correction(theta.device)],
+                       lr=-neg_step, beta1=beta_1, beta2=beta_2, weight_decay=weight_decay, eps=epsilon,
+                       amsgrad=False, maximize=False, grad_scale=grad_scale)
 
 
 _STEP_COUNTS = {}
@@ -72,13 +78,35 @@ def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum,
                   beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
     """``adam`` on the gradient ``finish_gradient`` makes of ``raw``, which is scratch after.
 
-    The same operations as finishing and then stepping. Without the fused
-    kernel the square root goes into ``raw`` once the moments have read it: a
-    fresh tensor of the size of theta per step cost the CPU ~2 ms of page
-    faults at 670k parameters (the square root alone: ~0.1 ms).
+    With the fused kernel and a sample count (no weights), the kernel finishes
+    the gradient itself: it divides by ``grad_scale`` and adds ``weight_decay
+    * theta``, so ``raw / n + (alpha / n) * W``, the reference's ``(raw + alpha
+    * W) / n`` to a few units in the last place; two launches (the weights,
+    with decay, and the biases) instead of three, and two passes over the
+    parameters less (on the CPU ~0.27 ms a step at 670k parameters). Its
+    ``grad_scale`` is read as float32, which holds any sample count exactly;
+    a sum of sample weights takes the reference's two steps.
+
+    Otherwise: the same operations as finishing and then stepping. Without
+    the fused kernel the square root goes into ``raw`` once the moments have
+    read it: a fresh tensor of the size of theta per step cost the CPU ~2 ms
+    of page faults at 670k parameters (the square root alone: ~0.1 ms).
     """
+    if theta.device.type in FUSED_ADAM_DEVICES and isinstance(sw_sum, int) and sw_sum < 2**24:
+        scale = _sample_count(sw_sum, theta.device)
+        for part, decay in ((slice(0, n_decayed), alpha / sw_sum), (slice(n_decayed, None), 0.0)):
+            if part.stop != 0:
+                _fused_adam(theta[part], raw[part], m[part], v[part], beta_1, beta_2, neg_step, epsilon,
+                            weight_decay=decay, grad_scale=scale)
+        return
     finish_gradient(raw, theta[:n_decayed], alpha, n_decayed > 0, sw_sum)
     adam(theta, raw, m, v, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon, scratch=raw)
+
+
+@functools.lru_cache(maxsize=32)
+def _sample_count(n, device):
+    """``n`` as the float32 0-d tensor the fused kernel divides by (one per batch size and device)."""
+    return torch.full((), n, dtype=torch.float32, device=device)
 
 
 def sgd(theta, grad, velocity, learning_rate, momentum, nesterov):
