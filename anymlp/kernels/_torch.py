@@ -70,7 +70,9 @@ def _step_without_bias_correction(device):
     """
     count = _STEP_COUNTS.get(device)
     if count is None:
-        count = _STEP_COUNTS[device] = torch.full((), torch.finfo(torch.float32).max, device=device)
+        # float32, as torch.optim.Adam makes its counts, whatever torch's default dtype.
+        count = _STEP_COUNTS[device] = torch.full((), torch.finfo(torch.float32).max, dtype=torch.float32,
+                                                  device=device)
     return count
 
 
