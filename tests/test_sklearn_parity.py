@@ -718,3 +718,18 @@ def test_sparse_multilabel_targets_predict_sparse():
     predicted, expected = ours.predict(X), ref.predict(X)
     assert type(predicted) is type(expected) and predicted.dtype == expected.dtype
     np.testing.assert_array_equal(predicted.toarray(), expected.toarray())
+
+
+@pytest.mark.parametrize("n", [1, 7, 200, 60000])
+def test_epoch_shuffle_draws_as_sklearn_shuffle(n):
+    """The loop's own shuffle of the row order: scikit-learn's order, and the same random
+    state left for the next epoch."""
+    from sklearn.utils import shuffle
+
+    from anymlp.training.stochastic import shuffled
+
+    order = np.arange(n)[::-1].copy()
+    ours, theirs = np.random.RandomState(n), np.random.RandomState(n)
+    for _ in range(3):
+        np.testing.assert_array_equal(shuffled(order, ours), shuffle(order, random_state=theirs))
+    assert ours.randint(2**31) == theirs.randint(2**31)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import gen_batches, shuffle
+from sklearn.utils import gen_batches
 
 from anymlp._backend import to_host
 from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError
@@ -74,6 +74,17 @@ def take_rows(X, index, *, xp):
     if isinstance(index, slice):
         return X[index, ...]  # the trailing ellipsis is what the standard asks for
     return xp.take(X, index, axis=0)
+
+
+def shuffled(order: np.ndarray, random_state: np.random.RandomState) -> np.ndarray:
+    """``sklearn.utils.shuffle(order, random_state=random_state)``: the same draws, the same order.
+
+    Without its input checks, which took ~0.1-0.2 ms an epoch: a third of the
+    epoch of a small fit (100 samples, (10,)).
+    """
+    indices = np.arange(order.shape[0])
+    random_state.shuffle(indices)
+    return order[indices]
 
 
 def snapshot(theta, *, xp):
@@ -136,7 +147,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             started = time.perf_counter()
             order = None
             if settings.shuffle:
-                order_host = shuffle(order_host, random_state=random_state)
+                order_host = shuffled(order_host, random_state)
                 order = order_host if data.batch_to_device else to_device(order_host)
             # A diverging step overflows; that is reported below as a DivergenceWarning.
             with np.errstate(over="ignore", invalid="ignore"):
