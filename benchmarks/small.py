@@ -2,6 +2,9 @@
 
 - L-BFGS on scikit-learn's digits (1797 x 64), hidden (64,), ``max_iter=200``;
 - Adam on ``make_friedman1(20000)``, hidden (100,), ``max_iter=20`` (tol=0, so all run);
+- tiny: Adam on make_classification(100), hidden (10,), 200 epochs of one batch, where the
+  per-epoch fixed costs (shuffle, loss read-back, bookkeeping) are most of the time, as in a
+  grid search over small data. No issue target;
 - streaming: 100 ``partial_fit`` calls of 200 rows each (make_classification, 20 features,
   3 classes, hidden (32,)), where each call's fixed cost (validation, label encoding, BLAS
   thread setup) is most of the time. No issue target; reported so the overhead stays seen;
@@ -53,6 +56,15 @@ def friedman_problem():
     X, y = make_friedman1(n_samples=20000, random_state=0)
     params = dict(hidden_layer_sizes=(100,), solver="adam", max_iter=20, tol=0.0, n_iter_no_change=10**9, random_state=0)
     return "friedman1(20000) adam (100,)", "regressor", X, y, params
+
+
+def tiny_problem():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=100, n_features=10, random_state=0)
+    params = dict(hidden_layer_sizes=(10,), solver="adam", max_iter=200, tol=0.0, n_iter_no_change=10**9,
+                  random_state=0)
+    return "100 rows adam (10,) 200 epochs", "classifier", X, y, params
 
 
 PARTIAL_FIT_CHUNK = 200
@@ -141,7 +153,7 @@ def main(argv=None) -> int:
 
     limiter = threadpool_limits(args.threads) if args.threads else None  # noqa: F841
     targets = {"digits lbfgs (64,)": 0.5, "friedman1(20000) adam (100,)": 0.75}
-    problems = (digits_problem, friedman_problem, streaming_problem, latency_problem)
+    problems = (digits_problem, friedman_problem, tiny_problem, streaming_problem, latency_problem)
     results = [bench(problem(), args.repeats) for problem in problems]
     print(f"\n{'problem':<34} {'anymlp s':>9} {'sklearn s':>9} {'ratio':>6} {'target':>7}  score anymlp/sklearn")
     for r in results:
