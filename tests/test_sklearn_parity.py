@@ -733,3 +733,41 @@ def test_epoch_shuffle_draws_as_sklearn_shuffle(n):
     for _ in range(3):
         np.testing.assert_array_equal(shuffled(order, ours), shuffle(order, random_state=theirs))
     assert ours.randint(2**31) == theirs.randint(2**31)
+
+
+@pytest.mark.parametrize("labels", ["int", "str", "bool"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_validation_accuracy_is_accuracy_score(labels, weighted):
+    """Early stopping's per-epoch score skips accuracy_score's target checks; the value must
+    be accuracy_score's to the last bit (validation_scores_ and the stopping rule use it)."""
+    from sklearn.metrics import accuracy_score
+
+    rng = np.random.RandomState(0)
+    for n in (1, 7, 333):
+        codes_true, codes_pred = rng.randint(0, 3, n), rng.randint(0, 3, n)
+        table = {"int": np.array([-1, 4, 9]), "str": np.array(["ant", "bee", "cat"]),
+                 "bool": np.array([False, True, True])}[labels]
+        y_true, y_pred = table[codes_true], table[codes_pred]
+        weights = rng.uniform(0.1, 3.0, n) if weighted else None
+        ours = anymlp.MLPClassifier()._score_predictions(y_true, y_pred, weights)
+        expected = accuracy_score(y_true, y_pred, sample_weight=weights)
+        assert type(ours) is type(expected) and ours == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_validation_r2_is_r2_score(dtype, weighted):
+    """The regressor's per-epoch early-stopping score skips r2_score's checks; the value must be
+    r2_score's to the last bit, constant targets and perfect outputs included."""
+    from sklearn.metrics import r2_score
+
+    rng = np.random.RandomState(1)
+    for shape in [(2,), (9,), (500,), (50, 3), (2, 1)]:
+        y_true = rng.normal(size=shape).astype(dtype)
+        cases = [rng.normal(size=shape).astype(dtype), y_true.copy()]
+        constant = np.full(shape, 1.5, dtype=dtype)
+        weights = rng.uniform(0.1, 3.0, shape[0]).astype(dtype) if weighted else None
+        for t, p in [(y_true, c) for c in cases] + [(constant, cases[0]), (constant, constant.copy())]:
+            ours = anymlp.MLPRegressor()._score_predictions(t, p, weights)
+            expected = r2_score(t, p, sample_weight=weights)
+            assert type(ours) is type(expected) and ours == expected, (shape, ours, expected)

@@ -165,6 +165,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return np.asarray(y_host)[val_idx]
 
     def _score_predictions(self, y_true, y_pred, sample_weight):
+        """``accuracy_score``'s value; for label vectors computed as it computes it.
+
+        Early stopping scores every epoch, and accuracy_score's target checks
+        took ~2 ms a call: 60% of a small fit (300 rows, 200 epochs). Past
+        them, for labels it is ``float(np.average(y_true == y_pred, weights=w))``.
+        """
+        if (isinstance(y_true, np.ndarray) and isinstance(y_pred, np.ndarray) and y_true.ndim == 1
+                and y_pred.shape == y_true.shape):
+            return float(np.average(y_true == y_pred, weights=sample_weight))
         return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ prediction
