@@ -104,14 +104,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def _encode_target(self, y, incremental):
         """Binarize labels on the host: ``(Y float (n, n_outputs), y)``."""
-        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+        known = hasattr(self, "classes_") and (self.warm_start or incremental)
+        if not known:
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
-        else:
-            Y = self._encode_known_labels(y)
-            if Y is not None:
-                return Y, y
+        Y = self._encode_known_labels(y)  # the classes are known now either way
+        if Y is not None:
+            return Y, y
+        if known:
             self._check_known_classes(y)
         Y = self._label_binarizer.transform(y).astype(bool)
         return Y.astype(np.float64), y
@@ -120,7 +121,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         """The binarizer's rows for y, when y is a 1-D integer or string array of known labels.
 
         ``LabelBinarizer.transform`` and the known-classes check work out the
-        target type of every batch again, most of a 200-row ``partial_fit``;
+        target type of every batch again: most of a 200-row ``partial_fit``,
+        and a third of a small fit's fixed cost;
         with the classes fixed, a sorted lookup gives the same rows. None
         for anything else (unseen or missing labels, other dtypes,
         multilabel), which takes scikit-learn's checks and messages.
