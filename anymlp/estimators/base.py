@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -45,7 +44,7 @@ from anymlp._backend import (
     to_namespace_of,
 )
 from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight, validate_predict_host_X
-from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
+from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError, warn
 from anymlp.kernels import fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
@@ -265,7 +264,7 @@ class BaseMLP(BaseEstimator):
         self._move_state_to(backend)
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
         data = self._training_data(X, Y, sample_weight)
-        rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn=False)
+        rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn_if_clipped=False)
         try:
             passes = 1 if incremental else self.max_iter
             with self._compute_settings(rows, work=data.n_samples * self._arch.layout.n_params * passes):
@@ -493,13 +492,11 @@ class BaseMLP(BaseEstimator):
             return contextlib.nullcontext()
         return one_blas_thread()
 
-    def _batch_size(self, n_samples: int, warn: bool = True) -> int:
+    def _batch_size(self, n_samples: int, warn_if_clipped: bool = True) -> int:
         if self.batch_size == "auto":
             return min(200, n_samples)
-        if self.batch_size > n_samples and warn:
-            warnings.warn(
-                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
-            )
+        if self.batch_size > n_samples and warn_if_clipped:
+            warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _split_for_early_stopping(self, data: TrainingData, y_host):
@@ -560,7 +557,7 @@ class BaseMLP(BaseEstimator):
         try:
             return resolve_backend(X, backend=self.backend, device=self.device)
         except BackendUnavailableError as exc:
-            warnings.warn(f"{exc} Predicting on the input's own namespace instead.", UserWarning)
+            warn(f"{exc} Predicting on the input's own namespace instead.", UserWarning)
             return resolve_backend(X, backend=_input_backend_name(X), device=None)
 
     def _predict_dtype(self, X, backend: Backend):

@@ -1,0 +1,253 @@
+"""Control flow the parity tests do not reach: stopping, restoring, warnings, messages.
+
+Each test here was written for a one-line change to anymlp that the rest of the suite let
+through (mutation testing); the oracle is scikit-learn where it has the behaviour, else an
+invariant of anymlp's own contract.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize
+from sklearn import neural_network as sk
+from sklearn.datasets import make_classification, make_multilabel_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+
+import anymlp
+from anymlp import Callback, MLPClassifier, MLPRegressor
+
+
+def _separable(n=120):
+    X, y = make_classification(n_samples=n, n_features=6, n_informative=4, class_sep=3.0, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def _assert_same_coefs(ours, theirs, atol=1e-10):
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol)
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+def test_a_warm_early_stopping_fit_that_cannot_improve_keeps_its_own_weights():
+    """The first fit reaches validation accuracy 1.0, so the warm one never improves on it:
+    scikit-learn ends on the warm fit's last weights, not on the first fit's best."""
+    X, y = _separable()
+    params = dict(hidden_layer_sizes=(8,), early_stopping=True, warm_start=True, max_iter=30,
+                  n_iter_no_change=50, random_state=0, learning_rate_init=0.01)
+    fitted = []
+    for cls in (MLPClassifier, sk.MLPClassifier):
+        est = _quiet(cls(**params).fit, X, y)
+        assert est.best_validation_score_ == 1.0  # the scenario
+        _quiet(est.set_params(max_iter=3).fit, X, y)
+        fitted.append(est)
+    _assert_same_coefs(*fitted)
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+def test_no_finite_validation_score_restores_the_initial_weights(kind, monkeypatch):
+    """No epoch's score beats -inf (all NaN): scikit-learn keeps its initial weights."""
+    X, y = (_separable() if kind == "clf" else make_regression(n_samples=120, n_features=6, random_state=0))
+    ours_cls, theirs_cls = (MLPClassifier, sk.MLPClassifier) if kind == "clf" else (MLPRegressor, sk.MLPRegressor)
+    monkeypatch.setattr(ours_cls, "_score_predictions", lambda self, *args: np.nan)
+    monkeypatch.setattr(theirs_cls, "_score", lambda self, *args, **kwargs: np.nan)
+    params = dict(hidden_layer_sizes=(5,), early_stopping=True, max_iter=4, random_state=0)
+    ours, theirs = (_quiet(cls(**params).fit, X, y) for cls in (ours_cls, theirs_cls))
+    _assert_same_coefs(ours, theirs)
+
+
+def test_validation_score_ties_count_as_no_improvement_as_in_sklearn():
+    """With tol=0 and accuracy on 12 rows, equal scores are common: a tie is no improvement."""
+    X, y = _separable(120)
+    params = dict(hidden_layer_sizes=(4,), early_stopping=True, tol=0.0, n_iter_no_change=2, max_iter=60,
+                  random_state=1, learning_rate_init=0.003)
+    ours, theirs = (_quiet(cls(**params).fit, X, y) for cls in (MLPClassifier, sk.MLPClassifier))
+    assert len(set(theirs.validation_scores_)) < len(theirs.validation_scores_)  # ties happened
+    assert ours.n_iter_ == theirs.n_iter_ and ours.validation_scores_ == theirs.validation_scores_
+
+
+def test_two_label_multilabel_early_stopping_splits_as_sklearn():
+    """scikit-learn stratifies single-output problems only: two labels are not one output."""
+    X, Y = make_multilabel_classification(n_samples=120, n_features=6, n_classes=2, random_state=0)
+    params = dict(hidden_layer_sizes=(5,), early_stopping=True, max_iter=5, random_state=0)
+    ours, theirs = (_quiet(cls(**params).fit, X / X.max(), Y) for cls in (MLPClassifier, sk.MLPClassifier))
+    assert ours.validation_scores_ == theirs.validation_scores_
+    _assert_same_coefs(ours, theirs)
+
+
+# ---------------------------------------------------------------- interruption and divergence
+
+
+class _InterruptAt(Callback):
+    def __init__(self, epoch):
+        self.epoch, self.current = epoch, 0
+
+    def on_epoch_begin(self, estimator, epoch):
+        self.current = epoch
+
+    def on_batch_end(self, estimator, batch, n_batches):
+        if self.current == self.epoch and batch == 2:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_restores_the_optimizer_with_the_weights():
+    """Interrupted in epoch 3: weights *and* Adam's moments are epoch 2's, so a later warm
+    fit continues from a consistent state."""
+    X, y = _separable()
+    params = dict(hidden_layer_sizes=(6,), batch_size=20, random_state=0)
+    interrupted = _quiet(MLPClassifier(max_iter=5, callbacks=[_InterruptAt(3)], **params).fit, X, y)
+    two_epochs = _quiet(MLPClassifier(max_iter=2, **params).fit, X, y)
+    _assert_same_coefs(interrupted, two_epochs, atol=0)
+    a, b = interrupted._optimizer.state, two_epochs._optimizer.state
+    assert a.t == b.t
+    np.testing.assert_array_equal(a.m, b.m)
+    np.testing.assert_array_equal(a.v, b.v)
+
+
+def test_weights_gone_to_minus_infinity_are_divergence():
+    from anymlp.training.stochastic import read_epoch_end
+
+    assert read_epoch_end(np.asarray(1.0), np.array([1.0, -np.inf]), xp=np) == (1.0, False)
+    assert read_epoch_end(np.asarray(1.0), np.array([1.0, -2.0]), xp=np) == (1.0, True)
+
+
+def test_lbfgs_ending_at_a_non_finite_loss_is_no_model():
+    """Poisson outputs overflowing on unscaled X: refused, and the estimator stays unfitted."""
+    X, _ = make_regression(n_samples=60, n_features=3, random_state=0)
+    y = np.random.RandomState(0).poisson(1.0, 60).astype(float)
+    est = MLPRegressor(loss="poisson", solver="lbfgs", hidden_layer_sizes=(4,), max_iter=50, random_state=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        _quiet(est.fit, X * 1e4, y)
+    assert not hasattr(est, "_theta")
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class _Batches(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_batch_end(self, estimator, batch, n_batches):
+        self.seen.append((batch, n_batches))
+
+
+def test_batches_are_numbered_from_one_to_n_batches():
+    X, y = _separable(100)
+    recorder = _Batches()
+    _quiet(MLPClassifier((4,), batch_size=30, max_iter=2, callbacks=[recorder]).fit, X, y)
+    assert recorder.seen == [(b, 4) for b in (1, 2, 3, 4)] * 2
+
+
+# ---------------------------------------------------------------- L-BFGS
+
+
+@pytest.mark.parametrize("status", [1, 2])
+def test_lbfgs_warns_on_any_stop_short_of_convergence(status):
+    """scikit-learn warns for every status but 0: too many iterations (1) and an abnormal
+    line search (2) alike."""
+    from anymlp.training.lbfgs import _check_result
+
+    result = scipy.optimize.OptimizeResult(status=status, nit=3, message="ABNORMAL")
+    with pytest.warns(ConvergenceWarning, match=f"status={status}"):
+        _check_result(result, max_iter=200)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # outside pytest.warns
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_warnings_point_at_the_callers_fit(solver):
+    """anymlp's warnings name the user's line, not one inside anymlp (so a module filter
+    for the user's code applies to them)."""
+    X, y = _separable()
+    with pytest.warns(ConvergenceWarning) as record:
+        MLPClassifier((4,), solver=solver, max_iter=2).fit(X, y)
+    assert [w.filename for w in record] == [__file__]
+    with pytest.warns(UserWarning, match="clipped") as record:
+        MLPClassifier((4,), solver="sgd", batch_size=1000, max_iter=1).fit(X, y)
+    assert {w.filename for w in record} == {__file__}
+
+
+def test_streamed_lbfgs_objective_weights_chunks_by_their_sample_weight():
+    """The chunked objective (data over the device budget) equals the one-piece objective,
+    with sample weights spread unevenly over the chunks."""
+    from anymlp.nn import Architecture, Layout, loss_and_grad
+    from anymlp.training.lbfgs import streamed_loss_and_grad
+    from anymlp.training.stochastic import TrainingData
+
+    rng = np.random.RandomState(0)
+    arch = Architecture(Layout((4, 5, 3)), "tanh", "log_loss")
+    theta = rng.normal(size=arch.layout.n_params)
+    X, Y = rng.normal(size=(23, 4)), np.eye(3)[rng.randint(0, 3, 23)]
+    sw = np.r_[np.full(7, 5.0), rng.uniform(0.1, 1.0, 16)]
+    data = TrainingData(X, Y, sw, batch_to_device=lambda a: a)
+    loss, grad = streamed_loss_and_grad(theta, data, arch, 0.3, rows=7, xp=np)
+    expected_loss, expected_grad = loss_and_grad(theta, X, Y, sw, arch, 0.3, xp=np)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------- messages and warnings
+
+
+def test_poisson_refuses_slightly_negative_targets():
+    X, y = make_regression(n_samples=50, n_features=3, random_state=0)
+    y = np.abs(y)
+    y[3] = -1e-3
+    for cls in (MLPRegressor,):
+        with pytest.raises(ValueError, match="y >= 0"):
+            cls(loss="poisson", max_iter=1).fit(X, y)
+
+
+def test_early_stopping_without_a_validation_set_says_so():
+    X, y = _separable()
+    with pytest.raises(ValueError, match="validation_fraction > 0"):
+        MLPClassifier(early_stopping=True, validation_fraction=0.0, max_iter=2).fit(X, y)
+
+
+def test_a_warm_fit_with_another_number_of_outputs_says_so():
+    X, y = make_regression(n_samples=60, n_features=3, n_targets=2, random_state=0)
+    est = _quiet(MLPRegressor(hidden_layer_sizes=(4,), warm_start=True, max_iter=2).fit, X, y[:, 0])
+    with pytest.raises(ValueError, match="outputs"):
+        est.fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_batch_of_exactly_all_rows_is_not_clipped(solver):
+    X, y = _separable(50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)  # checked first: it is a UserWarning too
+        MLPClassifier((4,), solver=solver, batch_size=50, max_iter=3).fit(X, y)
+
+
+# ---------------------------------------------------------------- prediction and backends
+
+
+def test_predict_chunks_keep_their_activations_within_the_budget(monkeypatch):
+    """Per row a chunk holds the widest layer twice (pre-activation and activation) and
+    every layer's output; the rows per chunk must keep that within the budget."""
+    import anymlp.estimators.base as base
+
+    X, y = _separable()
+    est = _quiet(MLPClassifier((300, 40), max_iter=1).fit, X, y)
+    budget = 2**20
+    monkeypatch.setattr(base, "PREDICT_CHUNK_BYTES", budget)
+    rows = est._chunk_rows(np.dtype(np.float64))
+    assert rows * (2 * 300 + 300 + 40 + 1) * 8 <= budget < (rows + 1) * (2 * 300 + 300 + 40 + 1) * 8
+
+
+def test_device_cpu_with_numpy_input_stays_on_numpy():
+    from anymlp._backend import resolve_backend
+
+    assert resolve_backend(np.ones((2, 2)), device="cpu").name == "numpy"
+    with anymlp.config_context(device="cpu"):
+        assert resolve_backend(np.ones((2, 2))).name == "numpy"
