@@ -1,25 +1,22 @@
 """Warnings and errors of anymlp beyond scikit-learn's own, and how anymlp warns."""
 
-import os
-import sys
 import warnings
 
 from anymlp._backend import BackendUnavailableError
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
 
 def warn(message: str, category: type = UserWarning) -> None:
-    """``warnings.warn``, attributed to the first caller outside anymlp.
+    """``warnings.warn`` attributed to the anymlp module that warns, the one place that decides.
 
-    What Python 3.12's ``skip_file_prefixes`` does: the warning shows the
-    user's ``fit(...)`` line instead of a line inside anymlp, and ``-W`` or
-    ``filterwarnings`` entries for the user's module apply to it.
+    As scikit-learn's warnings are attributed to sklearn's modules, so that
+    ``filterwarnings(..., module="anymlp")`` (or ``-W ...:anymlp``) silences
+    anymlp's on every path: a direct ``fit``, a Pipeline, a grid search.
+    Attributing them to the first frame outside anymlp (Python 3.12's
+    ``skip_file_prefixes``) was tried and dropped: that frame is the user's
+    line for a direct fit but scikit-learn's inside a Pipeline or
+    cross-validation, so module filters acted differently by path.
     """
-    frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
+    warnings.warn(message, category, stacklevel=2)  # the line in anymlp that called warn
 
 
 # scikit-learn's text, which users search for.

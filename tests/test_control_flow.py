@@ -5,6 +5,7 @@ through (mutation testing); the oracle is scikit-learn where it has the behaviou
 invariant of anymlp's own contract.
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -162,18 +163,24 @@ def test_lbfgs_warns_on_any_stop_short_of_convergence(status):
         _check_result(result, max_iter=200)
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # outside pytest.warns
 @pytest.mark.parametrize("solver", ["lbfgs", "adam"])
-def test_warnings_point_at_the_callers_fit(solver):
-    """anymlp's warnings name the user's line, not one inside anymlp (so a module filter
-    for the user's code applies to them)."""
+def test_warnings_come_from_anymlp_on_every_path(solver):
+    """As scikit-learn's come from sklearn: ``filterwarnings(module="anymlp")`` silences them
+    whether the fit is direct or inside a Pipeline or cross-validation."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+
     X, y = _separable()
-    with pytest.warns(ConvergenceWarning) as record:
-        MLPClassifier((4,), solver=solver, max_iter=2).fit(X, y)
-    assert [w.filename for w in record] == [__file__]
-    with pytest.warns(UserWarning, match="clipped") as record:
-        MLPClassifier((4,), solver="sgd", batch_size=1000, max_iter=1).fit(X, y)
-    assert {w.filename for w in record} == {__file__}
+    paths = [lambda est: est.fit(X, y), lambda est: make_pipeline(StandardScaler(), est).fit(X, y),
+             lambda est: cross_val_score(est, X, y, cv=2)]
+    for run in paths:
+        with pytest.warns(ConvergenceWarning) as record:
+            run(MLPClassifier((4,), solver=solver, max_iter=2))
+        assert all(w.filename.startswith(os.path.dirname(anymlp.__file__)) for w in record)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.filterwarnings("ignore", category=ConvergenceWarning, module="anymlp")
+            run(MLPClassifier((4,), solver=solver, max_iter=2))
 
 
 def test_streamed_lbfgs_objective_weights_chunks_by_their_sample_weight():

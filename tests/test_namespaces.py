@@ -321,3 +321,14 @@ def test_cupy_l2_penalty_matches_float64():
     w = np.random.default_rng(0).random(668672, dtype=np.float32)
     value = squared_norm(cupy.asarray(w), xp=xc)
     assert value.shape == () and abs(float(value) - float(np.dot(w.astype(np.float64), w))) <= 1e-6 * float(value)
+
+
+def test_a_model_fit_in_inference_mode_predicts_numpy_input():
+    """Inference-mode tensors refuse to report their version counter; the predict cache
+    must do without it."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(40, 3)), rng.randint(0, 2, 40)
+    with torch.inference_mode():
+        clf = _fit_quietly(MLPClassifier((4,), max_iter=3, random_state=0), torch.asarray(X), torch.asarray(y))
+    np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(torch.asarray(X)).numpy(), atol=1e-12)

@@ -752,6 +752,9 @@ def test_validation_accuracy_is_accuracy_score(labels, weighted):
         ours = anymlp.MLPClassifier()._score_predictions(y_true, y_pred, weights)
         expected = accuracy_score(y_true, y_pred, sample_weight=weights)
         assert type(ours) is type(expected) and ours == expected
+    if weighted:  # all-zero weights: scikit-learn's own message
+        with pytest.raises(ValueError, match="at least one non-zero"):
+            anymlp.MLPClassifier()._score_predictions(y_true, y_pred, np.zeros(n))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -771,3 +774,6 @@ def test_validation_r2_is_r2_score(dtype, weighted):
             ours = anymlp.MLPRegressor()._score_predictions(t, p, weights)
             expected = r2_score(t, p, sample_weight=weights)
             assert type(ours) is type(expected) and ours == expected, (shape, ours, expected)
+    if weighted:  # all-zero weights: scikit-learn's own message
+        with pytest.raises(ValueError, match="at least one non-zero"):
+            anymlp.MLPRegressor()._score_predictions(y_true, cases[0], np.zeros(shape[0], dtype=dtype))

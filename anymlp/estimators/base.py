@@ -584,7 +584,7 @@ class BaseMLP(BaseEstimator):
         """
         if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
             return self._theta
-        key = (backend.name, repr(backend.device), getattr(self._theta, "_version", None))
+        key = (backend.name, repr(backend.device), _version_of(self._theta))
         cached = getattr(self, "_predict_cache", None)  # read once: another thread may replace it
         if cached is None or cached[0] != key:
             cached = self._predict_cache = (key, to_device(self._theta, backend))
@@ -708,6 +708,15 @@ class _ParameterList(list):
         )
 
     append = extend = insert = pop = remove = clear = sort = reverse = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+def _version_of(theta):
+    """torch's in-place change counter, or None (other libraries; inference-mode tensors,
+    which refuse to report it: their edits through views go unseen by the predict cache)."""
+    try:
+        return theta._version
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _namespace_of(X):

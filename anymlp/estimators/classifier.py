@@ -171,10 +171,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
         Early stopping scores every epoch, and accuracy_score's target checks
         took ~2 ms a call: 60% of a small fit (300 rows, 200 epochs). Past
-        them, for labels it is ``float(np.average(y_true == y_pred, weights=w))``.
+        them, for labels it is ``float(np.average(y_true == y_pred, weights=w))``;
+        all-zero weights take accuracy_score for its message.
         """
         if (isinstance(y_true, np.ndarray) and isinstance(y_pred, np.ndarray) and y_true.ndim == 1
-                and y_pred.shape == y_true.shape):
+                and y_pred.shape == y_true.shape and (sample_weight is None or np.any(sample_weight))):
             return float(np.average(y_true == y_pred, weights=sample_weight))
         return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 

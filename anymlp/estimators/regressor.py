@@ -155,12 +155,13 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
 
 def _plain_targets(y_true, y_pred, sample_weight) -> bool:
-    """Host float arrays of one dtype and shape, at least two rows: nothing for r2_score to convert."""
+    """Host float arrays of one dtype and shape, at least two rows, weights not all zero:
+    nothing for r2_score to convert or refuse."""
     arrays = [a for a in (y_true, y_pred, sample_weight) if a is not None]
     return (all(isinstance(a, np.ndarray) and a.dtype == y_true.dtype for a in arrays)
             and y_true.dtype in (np.float32, np.float64) and y_pred.shape == y_true.shape
             and y_true.ndim in (1, 2) and y_true.shape[0] >= 2
-            and (sample_weight is None or sample_weight.shape == y_true.shape[:1]))
+            and (sample_weight is None or (sample_weight.shape == y_true.shape[:1] and np.any(sample_weight))))
 
 
 def _r2(y_true, y_pred, sample_weight) -> float:
