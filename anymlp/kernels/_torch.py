@@ -54,9 +54,7 @@ def _fused_adam(theta, grad, m, v, beta_1, beta_2, neg_step, epsilon, weight_dec
                        amsgrad=False, maximize=False, grad_scale=grad_scale)
 
 
-_STEP_COUNTS = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _step_without_bias_correction(device):
     """The step count to hand torch's fused Adam: one where its bias correction is exactly 1.
 
@@ -68,12 +66,8 @@ def _step_without_bias_correction(device):
     reads the count and does not advance it (``torch.optim.Adam`` does that
     outside), so one tensor per device serves every step.
     """
-    count = _STEP_COUNTS.get(device)
-    if count is None:
-        # float32, as torch.optim.Adam makes its counts, whatever torch's default dtype.
-        count = _STEP_COUNTS[device] = torch.full((), torch.finfo(torch.float32).max, dtype=torch.float32,
-                                                  device=device)
-    return count
+    # float32, as torch.optim.Adam makes its counts, whatever torch's default dtype.
+    return torch.full((), torch.finfo(torch.float32).max, dtype=torch.float32, device=device)
 
 
 def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum,
