@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -44,7 +45,7 @@ from anymlp._backend import (
     to_namespace_of,
 )
 from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight, validate_predict_host_X
-from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError, warn
+from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
 from anymlp.kernels import fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
@@ -142,7 +143,7 @@ class BaseMLP(BaseEstimator):
 
     def _set_public_params(self, coefs, intercepts):
         layout = self._arch.layout
-        expected = [shape for _, _, shape in layout.coef_slices] + [(b - a,) for a, b in layout.intercept_slices]
+        expected = [shape for kind in ("coefs", "intercepts") for _, _, shape in _layer_spans(layout, kind)]
         given = [tuple(a.shape) for a in list(coefs) + list(intercepts)]
         if given != expected:
             raise ValueError(
@@ -166,9 +167,7 @@ class BaseMLP(BaseEstimator):
         def write(positions, arrays):
             if self._theta is not origin:
                 return
-            layout, xp = self._arch.layout, self._backend.xp
-            spans = ([(a, b, shape) for a, b, shape in layout.coef_slices] if kind == "coefs"
-                     else [(a, b, (b - a,)) for a, b in layout.intercept_slices])
+            spans, xp = _layer_spans(self._arch.layout, kind), self._backend.xp
             given = [tuple(a.shape) for a in arrays]
             expected = [spans[i][2] for i in positions]
             if given != expected:
@@ -496,7 +495,7 @@ class BaseMLP(BaseEstimator):
         if self.batch_size == "auto":
             return min(200, n_samples)
         if self.batch_size > n_samples and warn_if_clipped:
-            warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _split_for_early_stopping(self, data: TrainingData, y_host):
@@ -557,7 +556,7 @@ class BaseMLP(BaseEstimator):
         try:
             return resolve_backend(X, backend=self.backend, device=self.device)
         except BackendUnavailableError as exc:
-            warn(f"{exc} Predicting on the input's own namespace instead.", UserWarning)
+            warnings.warn(f"{exc} Predicting on the input's own namespace instead.", UserWarning)
             return resolve_backend(X, backend=_input_backend_name(X), device=None)
 
     def _predict_dtype(self, X, backend: Backend):
@@ -670,6 +669,13 @@ class BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _layer_spans(layout, kind: str) -> list:
+    """``(start, stop, shape)`` in theta of each layer's ``coefs_`` or ``intercepts_``."""
+    if kind == "coefs":
+        return layout.coef_slices
+    return [(a, b, (b - a,)) for a, b in layout.intercept_slices]
 
 
 class _ParameterList(list):

@@ -8,6 +8,7 @@ keep X's dtype; only scipy's own vector is float64.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -15,7 +16,6 @@ import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
 from anymlp._backend import host_dtype, squared_norm, to_host
-from anymlp.exceptions import warn
 from anymlp.nn import loss_and_grad
 from anymlp.training.callbacks import notify
 
@@ -90,5 +90,5 @@ def _check_result(result, max_iter: int) -> int:
                         f"convergence (max_iter={max_iter}).")
         message += ("\nYou might also want to scale the data as shown in:\n"
                     "    https://scikit-learn.org/stable/modules/preprocessing.html")
-        warn(message, ConvergenceWarning)
+        warnings.warn(message, ConvergenceWarning)  # attributed to anymlp, as scikit-learn's to sklearn (DESIGN.md)
     return n_iter

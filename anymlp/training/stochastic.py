@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches
 
 from anymlp._backend import to_host
-from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError, warn
+from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError
 from anymlp.training.callbacks import notify
 from anymlp.training.history import History
 
@@ -181,13 +182,13 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             if settings.incremental:
                 break
             if history.n_iter == settings.max_iter:
-                warn(
+                warnings.warn(
                     "Stochastic Optimizer: Maximum iterations (%d) reached and the "
                     "optimization hasn't converged yet." % settings.max_iter,
                     ConvergenceWarning,
                 )
     except KeyboardInterrupt:
-        warn(
+        warnings.warn(
             "Training interrupted by user. The model keeps the parameters of the last "
             "completed epoch (the best ones with early stopping); fit again with "
             "warm_start=True to continue."
@@ -219,7 +220,7 @@ def _should_stop(history: History, settings: LoopSettings, optimizer) -> bool:
 
 
 def _warn_divergence(epoch: int) -> None:
-    warn(
+    warnings.warn(
         f"Training diverged at epoch {epoch}: the loss or the weights became NaN or "
         "infinite, so training stopped and the parameters of the last finite epoch are "
         "kept. Try a lower learning_rate_init, "
