@@ -22,6 +22,7 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+import scipy.special
 
 BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
 
@@ -488,6 +489,38 @@ def clip(x, low: float, high: float, *, xp):
     if array_api_compat.is_cupy_namespace(xp):
         return sys.modules["cupy"].clip(x, low, high)
     return xp.clip(x, low, high)
+
+
+def expit(z, *, xp):
+    """The logistic function ``1 / (1 + exp(-z))``, without overflow warnings, by the library's own.
+
+    On NumPy, SciPy's ``expit``, which scikit-learn uses: NumPy's ``exp`` differs
+    from the one inside it in the last bit for ~2% of inputs, and L-BFGS
+    magnifies such differences. torch: ``torch.sigmoid``, one launch. Elsewhere
+    the standard's operations, arranged so ``exp`` never overflows.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        return scipy.special.expit(z)
+    if array_api_compat.is_torch_namespace(xp):
+        return sys.modules["torch"].sigmoid(z)
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def xlogy(x, y, *, xp, y_positive=False):
+    """``x * log(y)``, and 0 where ``x == 0``: what scikit-learn's losses compute.
+
+    On NumPy, SciPy's ``xlogy``, which scikit-learn uses: NumPy's ``log``
+    differs from the one inside it in the last bit for some inputs (0.4% in
+    float64, 22% in float32). Elsewhere the standard's operations; with
+    ``y_positive`` (clipped probabilities) log(y) is finite, so two operations
+    do, else ``log(0)`` is kept out of the product.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        return scipy.special.xlogy(x, y)
+    if y_positive:
+        return x * xp.log(y)
+    return xp.where(x == 0, 0.0, x * xp.log(xp.where(x == 0, 1.0, y)))
 
 
 def squared_norm(w, *, xp):

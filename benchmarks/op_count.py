@@ -1,7 +1,10 @@
 """Launch and sync budget of a training step, counted on array_api_strict (runs anywhere).
 
-Prints array operations per step (each one a kernel launch on a GPU) for Adam and SGD at
-several depths, and device-to-host reads per epoch for two batch counts. With torch
+Prints array operations per step of the stochastic loop (each one a kernel launch on a
+GPU) for Adam and SGD at several depths: "backprop" is ``loss_and_grad(..., finish=False)``
+(the batch's loss parts and the raw gradient), "update" the optimizer's step, which
+finishes the gradient (L2 term, division by the batch size) first. The row gathers are
+not counted. Also, and device-to-host reads per epoch for two batch counts. With torch
 installed, also the aten operations torch dispatches for the same steps (what a CUDA run
 launches), on the reference code and with torch's fused in-place ops.
 
@@ -30,7 +33,7 @@ def ops_per_step(xps, hidden, optimizer):
     Y = xps.asarray(np.eye(10, dtype=np.float32)[rng.randint(0, 10, 64)], device=device)
     opt = (AdamOptimizer if optimizer == "adam" else SGDOptimizer)(theta, xp=xps, learning_rate_init=1e-3)
     with count_array_ops(xps) as backprop:
-        _, grad = loss_and_grad(theta, X, Y, None, arch, 1e-4, xp=xps)
+        _, grad = loss_and_grad(theta, X, Y, None, arch, 1e-4, xp=xps, finish=False)
     with count_array_ops(xps) as update:
         opt.step(theta, grad)
     return sum(backprop.values()), sum(update.values())
@@ -49,9 +52,10 @@ def torch_ops_per_step(hidden, optimizer, kernels):
     Y = torch.tensor(np.eye(10, dtype=np.float32)[rng.randint(0, 10, 64)])
     with anymlp.config_context(kernels=kernels):
         opt = (AdamOptimizer if optimizer == "adam" else SGDOptimizer)(theta, xp=xt, learning_rate_init=1e-3)
-        opt.step(theta, loss_and_grad(theta, X, Y, None, arch, 1e-4, xp=xt)[1])  # steady state: one-time setup uncounted
+        step = lambda: loss_and_grad(theta, X, Y, None, arch, 1e-4, xp=xt, finish=False)  # noqa: E731
+        opt.step(theta, step()[1])  # steady state: one-time setup uncounted
         with count_torch_ops() as backprop:
-            _, grad = loss_and_grad(theta, X, Y, None, arch, 1e-4, xp=xt)
+            _, grad = step()
         with count_torch_ops() as update:
             opt.step(theta, grad)
     return sum(backprop.values()), sum(update.values())
@@ -88,7 +92,7 @@ def main():
             backprop, update = ops_per_step(xps, hidden, optimizer)
             rows.append({"optimizer": optimizer, "hidden": list(hidden), "backprop_ops": backprop,
                          "optimizer_ops": update, "total": backprop + update})
-    print("array operations per training step (array_api_strict, float32, batch 64)")
+    print("array operations per training step (array_api_strict, float32, batch 64); update includes the gradient's finish")
     print(f"{'optimizer':9} {'hidden':16} {'backprop':>8} {'update':>6} {'total':>5}")
     for r in rows:
         print(f"{r['optimizer']:9} {str(tuple(r['hidden'])):16} {r['backprop_ops']:8} {r['optimizer_ops']:6} {r['total']:5}")

@@ -332,3 +332,42 @@ def test_a_model_fit_in_inference_mode_predicts_numpy_input():
     with torch.inference_mode():
         clf = _fit_quietly(MLPClassifier((4,), max_iter=3, random_state=0), torch.asarray(X), torch.asarray(y))
     np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(torch.asarray(X)).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+@pytest.mark.parametrize("n_outputs", [3, 10])  # 10: NumPy sums pairwise from 8 on
+def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weighted, alpha, n_outputs):
+    """Each batch's loss parts come back once per epoch and are combined on the host: the same
+    bits as combining them on the device and summing ``loss * rows`` there in batch order.
+    (The host adds a batch's outputs in NumPy's order; torch and CuPy add 8 or more in theirs.)"""
+    from array_api_compat import array_namespace
+
+    from anymlp._backend import to_host
+    from anymlp.nn.losses import LossTerms
+    from anymlp.training.stochastic import read_epoch_end
+
+    rng = np.random.default_rng(3)
+    # Terms of both signs keep the epoch sum small, so a batch loss off by one bit shows in it.
+    on_device = lambda v: backend.asarray(np.asarray(v, dtype=dtype))  # noqa: E731
+    batch_losses = []
+    for rows in [10] * 30 + [3]:  # a shorter last batch, as gen_batches makes; enough for pairwise sums to differ
+        sw_sum = on_device(rng.uniform(0.5, 1.5, rows).sum()) if weighted else rows
+        penalties = tuple(on_device(rng.uniform(10, 100)) for _ in range(3)) if alpha else ()
+        terms = LossTerms(on_device(rng.uniform(-300, 300, n_outputs)), -1.0, sw_sum, penalties, alpha)
+        batch_losses.append((terms, rows))
+    theta = backend.asarray(rng.normal(size=5).astype(dtype))
+    xp = array_namespace(theta)
+
+    expected = None
+    for terms, rows in batch_losses:
+        times_rows = terms.value(xp=xp) * rows
+        expected = times_rows if expected is None else expected + times_rows
+    loss, finite = read_epoch_end(batch_losses, theta, xp=xp)
+    assert finite
+    if n_outputs >= 8 and backend.id in ("torch", "cupy"):
+        # rounding of each term (~3000) in 31 terms
+        assert loss == pytest.approx(float(to_host(expected)), abs=1e5 * float(np.finfo(dtype).eps))
+    else:
+        assert loss == float(to_host(expected))

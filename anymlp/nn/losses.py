@@ -1,8 +1,14 @@
-"""Losses as 0-d device arrays, averaged over samples and summed over outputs.
+"""Losses, averaged over samples and summed over outputs, kept as parts until read.
 
 Every loss here pairs with its canonical output activation, so the gradient
 with respect to the output layer's pre-activation is ``P - Y`` for all of them
 (see :func:`anymlp.nn.network.loss_and_grad`).
+
+A batch's loss is a :class:`LossTerms`: the device sum of the per-element
+values and of the squared weights, with the scalars that turn them into the
+loss. The stochastic loop keeps each batch's parts and combines them on the
+host once per epoch: combining them on the device took five 0-d operations
+per step, each a kernel launch on a GPU.
 
 Squared error is *summed* over outputs, not averaged as in scikit-learn 1.9.1:
 scikit-learn's gradient belongs to the sum (its issue #8349), so with the mean
@@ -10,36 +16,66 @@ its L-BFGS saw a loss and a gradient of two different functions. For one
 output the two agree.
 """
 
-from anymlp._backend import clip
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from anymlp._backend import clip, xlogy
 from anymlp.kernels import fused_for
 from anymlp.nn.activations import ACTIVATIONS
 
 
-def _mean_over_samples(values, sample_weight, sw_sum, scale, *, xp):
-    """``scale`` times the (weighted) mean over samples, summed over outputs: a 0-d array.
+@dataclass(frozen=True, slots=True)
+class LossTerms:
+    """A batch's regularised loss, its parts not yet combined.
 
-    One reduction over the whole (n, n_outputs) array, so two array operations
-    without weights: on a GPU each one is a kernel launch.
+    ``per_output`` holds the (weighted) sums over samples of the per-element
+    values, one per output; ``penalties`` the squared norms of the weights
+    (per layer, or one for all), 0-d arrays; ``sw_sum`` is the number of
+    samples, or the sum of their weights as a 0-d array. The same works for
+    a group of batches on the host, with one more axis at the end of each
+    array: ``per_output`` (n_outputs, n_batches), the others (n_batches,).
     """
+
+    per_output: Any
+    scale: float
+    sw_sum: Any
+    penalties: tuple = ()
+    alpha: float = 0.0
+
+    def value(self, *, xp):
+        """The loss, a 0-d array of the parts' namespace, by scikit-learn's operations.
+
+        Those are ``scale * np.average(values, axis=0).sum()`` (column sums
+        over ``sw_sum``, then their sum) and ``(0.5 * alpha) * penalty / sw_sum``
+        with the layers' dot products added in order; on NumPy the bits are
+        scikit-learn's, which L-BFGS's line search needs, as it magnifies a
+        last-bit difference over many iterations.
+        """
+        loss = self.scale * xp.sum(self.per_output / self.sw_sum, axis=0)
+        if not self.penalties:
+            return loss
+        penalty = self.penalties[0]
+        for layer in self.penalties[1:]:
+            penalty = penalty + layer
+        return loss + (0.5 * self.alpha) * penalty / self.sw_sum
+
+
+def _per_output_sums(values, sample_weight, *, xp):
+    """Sums over samples (weighted), one per output: one reduction over (n, n_outputs)."""
     if sample_weight is None:
-        return xp.sum(values) * (scale / values.shape[0])
-    return xp.sum(values * sample_weight[:, None]) * scale / sw_sum
+        return xp.sum(values, axis=0)
+    return xp.sum(values * sample_weight[:, None], axis=0)
 
 
-def _xlogy(y, ratio, *, xp):
-    """``y * log(ratio)`` with 0 where ``y == 0``, without evaluating log(0)."""
-    safe = xp.where(y == 0, 1.0, ratio)
-    return xp.where(y == 0, 0.0, y * xp.log(safe))
+def squared_error(Y, P, *, xp):
+    return (Y - P) ** 2
 
 
-def squared_error(Y, P, sample_weight, sw_sum, *, xp):
-    return _mean_over_samples((Y - P) ** 2, sample_weight, sw_sum, 0.5, xp=xp)
-
-
-def poisson(Y, P, sample_weight, sw_sum, *, xp):
-    safe_p = xp.where(Y == 0, 1.0, P)
-    deviance = _xlogy(Y, Y / safe_p, xp=xp) - Y + P
-    return _mean_over_samples(deviance, sample_weight, sw_sum, 1.0, xp=xp)
+def poisson(Y, P, *, xp):
+    safe_p = xp.where(Y == 0, 1.0, P)  # not 0 / 0 where Y == 0 and P underflowed
+    return xlogy(Y, Y / safe_p, xp=xp) - Y + P
 
 
 def _clip_probabilities(P, *, xp):
@@ -47,25 +83,25 @@ def _clip_probabilities(P, *, xp):
     return clip(P, eps, 1 - eps, xp=xp)
 
 
-def log_loss(Y, P, sample_weight, sw_sum, *, xp):
-    """Categorical cross-entropy for softmax outputs (Y one-hot)."""
+def log_loss(Y, P, *, xp):
+    """Categorical cross-entropy for softmax outputs (Y one-hot), before the sign."""
+    return xlogy(Y, _clip_probabilities(P, xp=xp), xp=xp, y_positive=True)
+
+
+def binary_log_loss(Y, P, *, xp):
+    """Independent logistic losses (binary and multilabel), before the sign."""
     P = _clip_probabilities(P, xp=xp)
-    return _mean_over_samples(Y * xp.log(P), sample_weight, sw_sum, -1.0, xp=xp)
+    return xlogy(Y, P, xp=xp, y_positive=True) + xlogy(1 - Y, 1 - P, xp=xp, y_positive=True)
 
 
-def binary_log_loss(Y, P, sample_weight, sw_sum, *, xp):
-    """Sum over outputs of independent logistic losses (binary and multilabel)."""
-    P = _clip_probabilities(P, xp=xp)
-    values = Y * xp.log(P) + (1 - Y) * xp.log(1 - P)
-    return _mean_over_samples(values, sample_weight, sw_sum, -1.0, xp=xp)
-
-
+# name -> (per-element values, the factor on their mean over samples)
 LOSSES = {
-    "squared_error": squared_error,
-    "poisson": poisson,
-    "log_loss": log_loss,
-    "binary_log_loss": binary_log_loss,
+    "squared_error": (squared_error, 0.5),
+    "poisson": (poisson, 1.0),
+    "log_loss": (log_loss, -1.0),
+    "binary_log_loss": (binary_log_loss, -1.0),
 }
+
 
 # The output activation that makes ``P - Y`` the exact output-layer gradient.
 CANONICAL_OUTPUT = {
@@ -77,13 +113,14 @@ CANONICAL_OUTPUT = {
 
 
 def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
-    """The loss (0-d) and the output layer's delta ``(P - Y) * sample_weight``.
+    """The loss as :class:`LossTerms` (no L2 term) and the output layer's delta ``(P - Y) * sample_weight``.
 
     ``Z`` is the output layer's pre-activation, and may be overwritten;
     ``P`` is its canonical output activation.
     """
     P = _output_activation(loss, Z, xp=xp)
-    value = LOSSES[loss](Y, P, sample_weight, sw_sum, xp=xp)
+    values, scale = LOSSES[loss]
+    value = LossTerms(_per_output_sums(values(Y, P, xp=xp), sample_weight, xp=xp), scale, sw_sum)
     delta = P - Y
     if sample_weight is not None:
         delta = delta * sample_weight[:, None]

@@ -10,7 +10,7 @@ through the ``@`` operator and ``.T``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -147,22 +147,32 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
 
     The L2 term ``0.5 * alpha * ||W||^2 / sw_sum`` covers the weights only,
     which are the first ``n_coef`` entries of ``theta``. ``sample_weight`` is
-    (n,) or None; ``sw_sum`` is then n. With ``finish=False`` the gradient
-    comes as an :class:`~anymlp.optim.gradient.UnscaledGradient`, for an
-    optimizer to finish inside its update.
+    (n,) or None; ``sw_sum`` is then n. With ``finish=False`` both come
+    unfinished, for the stochastic loop: the loss as
+    :class:`~anymlp.nn.losses.LossTerms`, combined once per epoch on the host,
+    and the gradient as an :class:`~anymlp.optim.gradient.UnscaledGradient`,
+    finished by the optimizer inside its update.
     """
     coefs, intercepts = unpack(theta, arch.layout, xp=xp)
     activations = _forward_layers(coefs, intercepts, X, arch, xp=xp, keep=True, output_activation=False)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
     loss, delta = loss_and_output_delta(arch.loss, activations[-1], Y, sample_weight, sw_sum, xp=xp)
     if alpha:
-        weights = theta[: arch.layout.n_coef]
-        penalty = squared_norm(weights, xp=xp)
-        loss = loss + (penalty * (0.5 * alpha / sw_sum) if sample_weight is None else penalty * (0.5 * alpha) / sw_sum)
-
+        loss = replace(loss, penalties=_weight_penalties(theta, arch.layout, xp=xp), alpha=alpha)
     grad = UnscaledGradient(_backward(theta, coefs, activations, delta, arch, xp=xp), arch.layout.n_coef,
                             alpha, sw_sum, xp)
-    return loss, (grad.finish(theta) if finish else grad)
+    if not finish:
+        return loss, grad
+    return loss.value(xp=xp), grad.finish(theta)
+
+
+def _weight_penalties(theta, layout: Layout, *, xp) -> tuple:
+    """``||W||^2`` in parts: on NumPy one dot product per layer, scikit-learn's (the loss
+    adds them in order, for its bits); elsewhere one inner product over all the weights,
+    one launch whatever the depth."""
+    if type(theta) is np.ndarray:
+        return tuple(np.dot(theta[a:b], theta[a:b]) for a, b, _ in layout.coef_slices)
+    return (squared_norm(theta[: layout.n_coef], xp=xp),)
 
 
 def _backward(theta, coefs, activations, delta, arch: Architecture, *, xp):

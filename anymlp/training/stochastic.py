@@ -2,9 +2,11 @@
 
 fit_stochastic -> run_epoch -> (objective, optimizer.step) per batch.
 
-The host never waits for the device inside an epoch: batch losses are summed
-into a device scalar, and :func:`read_epoch_end` brings back one small array
-(the summed loss and a finiteness probe of the parameters) per epoch.
+The host never waits for the device inside an epoch: each batch's loss stays
+on the device as :class:`~anymlp.nn.losses.LossTerms`, and
+:func:`read_epoch_end` brings back one small array (every batch's loss parts
+and a finiteness probe of the parameters) per epoch, and sums the batch losses
+on the host.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches
 
-from anymlp._backend import to_host
+from anymlp._backend import host_dtype, to_host
 from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError
+from anymlp.nn.losses import LossTerms
 from anymlp.training.callbacks import notify
 from anymlp.training.history import History
 
@@ -94,29 +97,67 @@ def snapshot(theta, *, xp):
 
 def run_epoch(theta, data: TrainingData, order, batch_size, objective, optimizer, *, xp,
               callbacks=(), estimator=None):
-    """One pass over the data; returns ``(theta, summed_loss)`` with the sum on the device.
+    """One pass over the data; returns ``(theta, batch_losses)``.
 
-    ``order`` is an index array where the data lives (shuffled epoch) or None
-    (rows in order).
+    ``batch_losses`` holds each batch's ``(LossTerms, rows)``, the parts still
+    on the device. ``order`` is an index array where the data lives (shuffled
+    epoch) or None (rows in order).
     """
     n = data.n_samples
     batches = list(gen_batches(n, batch_size))
-    loss_sum = None
+    batch_losses = []
     for b, rows in enumerate(batches):
         index = rows if order is None else order[rows]
         loss, grad = objective(theta, *data.rows(index, xp=xp))
         theta = optimizer.step(theta, grad)
-        batch_loss = loss * (rows.stop - rows.start)
-        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        batch_losses.append((loss, rows.stop - rows.start))
         notify(callbacks, "on_batch_end", estimator, batch=b + 1, n_batches=len(batches))
-    return theta, loss_sum
+    return theta, batch_losses
 
 
-def read_epoch_end(loss_sum, theta, *, xp) -> tuple[float, bool]:
+def read_epoch_end(batch_losses, theta, *, xp) -> tuple[float, bool]:
     """The epoch's summed loss and whether theta is finite: one device-to-host read."""
-    probe = xp.stack([xp.astype(loss_sum, theta.dtype), xp.max(xp.abs(theta))])
-    loss, largest = (float(v) for v in to_host(probe))
-    return loss, math.isfinite(largest)
+    terms = [t for t, _ in batch_losses]
+    weighted = not isinstance(terms[0].sw_sum, int)
+    stacked = [xp.stack([t.per_output for t in terms])]
+    stacked += [xp.stack([t.penalties[i] for t in terms]) for i in range(len(terms[0].penalties))]
+    stacked += [xp.stack([t.sw_sum for t in terms])] if weighted else []
+    largest = xp.reshape(xp.max(xp.abs(theta)), (1,))
+    per_output, *penalties, (largest,) = _read_together([*stacked, largest], xp=xp)
+    sw_sums = penalties.pop() if weighted else None
+    return _summed_loss(batch_losses, per_output, penalties, sw_sums), math.isfinite(largest)
+
+
+def _read_together(arrays, *, xp) -> list[np.ndarray]:
+    """Device arrays in one device-to-host read, each back in its own shape and dtype."""
+    carrier = xp.result_type(*arrays)  # wide enough for each of them exactly
+    host = to_host(xp.concat([xp.reshape(xp.astype(a, carrier), (-1,)) for a in arrays]))
+    ends = np.cumsum([math.prod(a.shape) for a in arrays])
+    return [part.reshape(a.shape).astype(host_dtype(a.dtype))
+            for part, a in zip(np.split(host, ends[:-1]), arrays)]
+
+
+def _summed_loss(batch_losses, per_output, penalties, sw_sums) -> float:
+    """scikit-learn's epoch sum: ``loss * rows`` over the batches, added in order.
+
+    Each batch's loss is combined on the host by :meth:`LossTerms.value`, from
+    its parts in the dtypes they had on the device, so its bits are those of
+    the same operations on the device. The batches of one size go together
+    (the full ones, then maybe a shorter last one), their outputs along the
+    first axis as ``value`` expects, and their size a Python int, as on the
+    device.
+    """
+    first = batch_losses[0][0]
+    rows = np.array([r for _, r in batch_losses])
+    times_rows = None
+    for size in np.unique(rows):
+        at, size = rows == size, int(size)
+        sw_sum = size if sw_sums is None else sw_sums[at]
+        group = LossTerms(per_output[at].T, first.scale, sw_sum, tuple(p[at] for p in penalties), first.alpha)
+        losses = group.value(xp=np) * size
+        times_rows = np.empty(rows.shape, losses.dtype) if times_rows is None else times_rows
+        times_rows[at] = losses
+    return float(np.add.accumulate(times_rows)[-1])  # in order, not NumPy's pairwise sum
 
 
 def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, history: History,
@@ -151,9 +192,9 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                 order = order_host if data.batch_to_device else to_device(order_host)
             # A diverging step overflows; that is reported below as a DivergenceWarning.
             with np.errstate(over="ignore", invalid="ignore"):
-                theta, loss_sum = run_epoch(theta, data, order, settings.batch_size, objective,
-                                            optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
-            loss_total, theta_finite = read_epoch_end(loss_sum, theta, xp=xp)
+                theta, batch_losses = run_epoch(theta, data, order, settings.batch_size, objective,
+                                                optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
+            loss_total, theta_finite = read_epoch_end(batch_losses, theta, xp=xp)
             history.record_loss(loss_total / n, n)
             if settings.verbose:
                 print("Iteration %d, loss = %.8f" % (history.n_iter, history.loss))
