@@ -283,6 +283,47 @@ def test_lbfgs_after_stochastic_drops_stochastic_attributes():
     assert not hasattr(est, "loss_curve_") and not hasattr(est, "best_loss_")
 
 
+def test_stochastic_warm_fit_after_lbfgs_starts_its_own_history():
+    """The curve the L-BFGS fit dropped does not come back with the next sgd/adam fit."""
+    X, y = _binary()
+    est = _quiet_fit(anymlp.MLPClassifier((3,), solver="adam", max_iter=3, warm_start=True, random_state=0), X, y)
+    _quiet_fit(est.set_params(solver="lbfgs", max_iter=5), X, y)
+    _quiet_fit(est.set_params(solver="adam", max_iter=2), X, y)
+    assert len(est.loss_curve_) == est.n_iter_ == 2
+    assert est.t_ == 2 * X.shape[0]
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+@pytest.mark.parametrize("hidden", [(4,), (3, 3)])  # another width, another depth
+def test_continuing_with_another_architecture_is_refused(solver, how, hidden):
+    """scikit-learn fails deep inside on some of these and silently trains the old network on
+    the others; anymlp says what happened and leaves the model as it was."""
+    if how == "partial_fit" and solver == "lbfgs":
+        pytest.skip("no partial_fit for lbfgs")
+    X, y = _binary()
+    est = _quiet_fit(anymlp.MLPClassifier((3,), solver=solver, max_iter=3, warm_start=True, random_state=0), X, y)
+    before = [w.copy() for w in est.coefs_]
+    est.set_params(hidden_layer_sizes=hidden)
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes=\(.*fitted network has hidden layers \(3,\)"):
+        est.fit(X, y) if how == "warm_start" else est.partial_fit(X, y)
+    for a, b in zip(est.coefs_, before):
+        np.testing.assert_array_equal(a, b)
+    _quiet_fit(est.set_params(warm_start=False), X, y)  # what the message suggests
+    assert [w.shape[1] for w in est.coefs_[:-1]] == list(hidden)
+
+
+def test_continuing_a_regressor_with_another_loss_is_refused():
+    X, y = _regression()
+    est = anymlp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=3, warm_start=True, random_state=0)
+    _quiet_fit(est, X, np.abs(y))
+    est.set_params(loss="poisson")
+    with pytest.raises(ValueError, match="loss='poisson', but the network was fitted with loss='squared_error'"):
+        est.fit(X, np.abs(y))
+    with pytest.raises(ValueError, match="loss='poisson'"):
+        est.partial_fit(X, np.abs(y))
+
+
 def _multilabel():
     X, _ = _binary(60)
     Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 2] > 0], axis=1).astype(int)

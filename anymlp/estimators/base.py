@@ -243,6 +243,8 @@ class BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental):
         hidden = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "_theta") or (not self.warm_start and not incremental)
+        if not first_pass:
+            self._check_same_network(hidden)
         check_same_library(X, y, sample_weight)
         if self.early_stopping and self.solver in _STOCHASTIC_SOLVERS:
             if incremental:
@@ -279,6 +281,26 @@ class BaseMLP(BaseEstimator):
         finally:
             self._predict_cache = None
         return self
+
+    def _check_same_network(self, hidden):
+        """A warm fit or ``partial_fit`` continues the fitted network: refuse settings of another.
+
+        scikit-learn fails deep inside on some of these changes and silently
+        trains the old network on the others.
+        """
+        fitted = self._arch.layout.units[1:-1]
+        if tuple(hidden) != fitted:
+            raise ValueError(
+                f"hidden_layer_sizes={tuple(hidden)}, but the fitted network has hidden layers {fitted}; "
+                "warm_start and partial_fit continue the fitted network. Fit with warm_start=False "
+                "to train a new one."
+            )
+        if not self._is_classifier and self.loss != self._arch.loss:
+            raise ValueError(
+                f"loss={self.loss!r}, but the network was fitted with loss={self._arch.loss!r}; "
+                "warm_start and partial_fit continue the fitted network. Fit with warm_start=False "
+                "to train with the new loss."
+            )
 
     def _training_data(self, X, Y, sample_weight) -> TrainingData:
         """Everything on the device, or on the host when X is over the memory budget."""
@@ -401,7 +423,9 @@ class BaseMLP(BaseEstimator):
             # Poisson loss on unscaled data) are no model either.
             self._theta = theta_before
             raise NonFiniteTrainingError()
-        self.t_ = 0
+        # The stochastic bookkeeping describes a fit that no longer made the weights: it goes,
+        # and a later sgd/adam warm fit starts its own.
+        self.t_, self._history = 0, None
         for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
             self.__dict__.pop(name, None)
 
@@ -419,8 +443,8 @@ class BaseMLP(BaseEstimator):
             self._optimizer = self._make_optimizer()
         previous = self._history
         if previous is None or previous.early_stopping != self.early_stopping:
-            # A stochastic warm start after L-BFGS, or early stopping switched on or off:
-            # keep the curve and the sample count, restart the stopping bookkeeping.
+            # A stochastic warm start after L-BFGS starts its own bookkeeping; with early
+            # stopping switched on or off, the curve and the sample count go on.
             self._history = History(early_stopping=self.early_stopping)
             if previous is not None:
                 self._history.t, self._history.loss_curve = previous.t, previous.loss_curve
