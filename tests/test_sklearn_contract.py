@@ -313,6 +313,17 @@ def test_continuing_with_another_architecture_is_refused(solver, how, hidden):
     assert [w.shape[1] for w in est.coefs_[:-1]] == list(hidden)
 
 
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_regressor_refuses_string_targets(method):
+    """scikit-learn fails inside its loss (UFuncTypeError); anymlp says to convert them."""
+    X, y = _regression()
+    est = anymlp.MLPRegressor(solver="sgd", max_iter=2)
+    with pytest.raises(ValueError, match="bytes/strings"):
+        getattr(est, method)(X, y.astype(str))
+    with pytest.raises(ValueError, match="bytes/strings"):
+        getattr(est, method)(X, y.astype(bytes))
+
+
 def test_continuing_a_regressor_with_another_loss_is_refused():
     X, y = _regression()
     est = anymlp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=3, warm_start=True, random_state=0)

@@ -342,6 +342,10 @@ class BaseMLP(BaseEstimator):
                 self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                 y_numeric=not self._is_classifier, dtype=(np.float64, np.float32), reset=reset,
             )
+        if not self._is_classifier and isinstance(y, np.ndarray) and y.dtype.kind in "US":
+            # Strings would be parsed as numbers on the way to the device (scikit-learn fails
+            # inside the loss); check_array's message says to convert them explicitly.
+            check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True) if isinstance(y, np.ndarray) else y[:, 0]
         return X, y
