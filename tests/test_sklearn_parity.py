@@ -516,6 +516,39 @@ def test_lbfgs_converges_on_tol_like_sklearn():
     assert_full_parity(ours, ref, X)
 
 
+@pytest.mark.parametrize("seed", range(60))
+def test_random_configurations_match_bit_for_bit(seed):
+    """Hyperparameters drawn at random across tasks, solvers, activations, depths, schedules,
+    batch sizes, early stopping and sample weights: the combinations the tests above do not
+    name one by one. Steps small enough that neither library diverges."""
+    rng = np.random.RandomState(seed)
+    task = list(TASKS)[rng.randint(len(TASKS))]
+    kind, make = TASKS[task]
+    X, y = make()
+    solver = ["sgd", "adam", "lbfgs"][rng.randint(3)]
+    params = dict(
+        solver=solver, activation=["identity", "logistic", "tanh", "relu"][rng.randint(4)],
+        hidden_layer_sizes=[(5,), (7, 3), (), (4, 4, 4)][rng.randint(4)], alpha=[0.0, 1e-4, 0.3][rng.randint(3)],
+        batch_size=[7, 32, "auto", 500][rng.randint(4)], max_iter=int(rng.randint(1, 25)),
+        random_state=int(rng.randint(100)), shuffle=bool(rng.randint(2)),
+        early_stopping=solver != "lbfgs" and task != "multilabel" and bool(rng.randint(2)),
+        learning_rate=["constant", "invscaling", "adaptive"][rng.randint(3)], momentum=[0.0, 0.9][rng.randint(2)],
+        nesterovs_momentum=bool(rng.randint(2)), tol=[1e-4, 0.0, 1e-2][rng.randint(3)],
+        n_iter_no_change=int(rng.randint(1, 10)), learning_rate_init=[0.001, 0.01][rng.randint(2)],
+    )
+    if task == "poisson":
+        params["loss"] = "poisson"
+    sample_weight = rng.uniform(0.2, 2.0, len(y)) if rng.randint(3) == 0 else None
+    fitted, warned = [], []
+    for est in _pair(kind, **params):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted.append(est.fit(X, y, sample_weight=sample_weight))
+        warned.append([(w.category, str(w.message)) for w in caught])
+    assert warned[0] == warned[1]
+    assert_full_parity(*fitted, X)
+
+
 # ---------------------------------------------------------------------------
 # dtypes and input formats
 
