@@ -164,10 +164,8 @@ def check_sample_weight(sample_weight, X, *, xp=None):
         host_summary = to_host(xp.stack([xp.min(sw), xp.max(sw)]))
         _check_weight_values(*host_summary)
         return sw
-    sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-    if not np.all(np.isfinite(sw)):
-        raise ValueError("Input sample_weight contains NaN or infinity.")
-    return sw
+    # scikit-learn's own check refuses NaN and inf already, with its messages.
+    return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
 
 
 def _check_weight_values(smallest, largest):
