@@ -4,11 +4,13 @@ Every loss here pairs with its canonical output activation, so the gradient
 with respect to the output layer's pre-activation is ``P - Y`` for all of them
 (see :func:`anymlp.nn.network.loss_and_grad`).
 
-A batch's loss is a :class:`LossTerms`: the device sum of the per-element
-values and of the squared weights, with the scalars that turn them into the
-loss. The stochastic loop keeps each batch's parts and combines them on the
-host once per epoch: combining them on the device took five 0-d operations
-per step, each a kernel launch on a GPU.
+A batch's loss is a :class:`LossTerms`: the device sums over samples of the
+per-element values (one per output) and of the squared weights, with the
+scalars that turn them into the loss by scikit-learn's operations. The
+stochastic loop keeps each batch's parts and combines them on the host once
+per epoch: combining them on the device took five 0-d operations per step,
+each a kernel launch on a GPU. The per-element values are scikit-learn's too
+(SciPy's ``xlogy`` on NumPy), so on NumPy the loss has scikit-learn's bits.
 
 Squared error is *summed* over outputs, not averaged as in scikit-learn 1.9.1:
 scikit-learn's gradient belongs to the sum (its issue #8349), so with the mean
