@@ -10,7 +10,7 @@ through the ``@`` operator and ``.T``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -19,7 +19,7 @@ from array_api_compat import is_torch_array
 from anymlp._backend import squared_norm
 from anymlp.kernels import affine_kernels_for, fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
-from anymlp.nn.losses import CANONICAL_OUTPUT, loss_and_output_delta
+from anymlp.nn.losses import CANONICAL_OUTPUT, LossTerms, loss_and_output_delta
 from anymlp.optim.gradient import UnscaledGradient
 
 
@@ -157,8 +157,8 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     activations = _forward_layers(coefs, intercepts, X, arch, xp=xp, keep=True, output_activation=False)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
     loss, delta = loss_and_output_delta(arch.loss, activations[-1], Y, sample_weight, sw_sum, xp=xp)
-    if alpha:
-        loss = replace(loss, penalties=_weight_penalties(theta, arch.layout, xp=xp), alpha=alpha)
+    if alpha:  # (not dataclasses.replace: a third of the cost of a tiny fit's epoch end)
+        loss = LossTerms(loss.per_output, loss.scale, loss.sw_sum, _weight_penalties(theta, arch.layout, xp=xp), alpha)
     grad = UnscaledGradient(_backward(theta, coefs, activations, delta, arch, xp=xp), arch.layout.n_coef,
                             alpha, sw_sum, xp)
     if not finish:

@@ -119,17 +119,31 @@ def read_epoch_end(batch_losses, theta, *, xp) -> tuple[float, bool]:
     """The epoch's summed loss and whether theta is finite: one device-to-host read."""
     terms = [t for t, _ in batch_losses]
     weighted = not isinstance(terms[0].sw_sum, int)
-    stacked = [xp.stack([t.per_output for t in terms])]
-    stacked += [xp.stack([t.penalties[i] for t in terms]) for i in range(len(terms[0].penalties))]
-    stacked += [xp.stack([t.sw_sum for t in terms])] if weighted else []
+    stacked = [_stack([t.per_output for t in terms], xp=xp)]
+    stacked += [_stack([t.penalties[i] for t in terms], xp=xp) for i in range(len(terms[0].penalties))]
+    stacked += [_stack([t.sw_sum for t in terms], xp=xp)] if weighted else []
     largest = xp.reshape(xp.max(xp.abs(theta)), (1,))
     per_output, *penalties, (largest,) = _read_together([*stacked, largest], xp=xp)
     sw_sums = penalties.pop() if weighted else None
     return _summed_loss(batch_losses, per_output, penalties, sw_sums), math.isfinite(largest)
 
 
+def _stack(arrays, *, xp):
+    """``xp.stack(arrays)``; on the host, one array (an epoch of one batch) takes a view.
+
+    The epoch end of a tiny fit is a good part of its time (100 rows, one batch:
+    ~150 us an epoch), and NumPy's ``stack`` and array-api-compat's wrappers
+    cost several microseconds a call.
+    """
+    if len(arrays) == 1 and isinstance(arrays[0], (np.ndarray, np.generic)):
+        return np.asarray(arrays[0])[np.newaxis]
+    return xp.stack(arrays)
+
+
 def _read_together(arrays, *, xp) -> list[np.ndarray]:
     """Device arrays in one device-to-host read, each back in its own shape and dtype."""
+    if all(type(a) is np.ndarray for a in arrays):
+        return arrays  # on the host already: a third of a small fit's epoch went on the round trip
     carrier = xp.result_type(*arrays)  # wide enough for each of them exactly
     host = to_host(xp.concat([xp.reshape(xp.astype(a, carrier), (-1,)) for a in arrays]))
     ends = np.cumsum([math.prod(a.shape) for a in arrays])
@@ -142,22 +156,28 @@ def _summed_loss(batch_losses, per_output, penalties, sw_sums) -> float:
 
     Each batch's loss is combined on the host by :meth:`LossTerms.value`, from
     its parts in the dtypes they had on the device, so its bits are those of
-    the same operations on the device. The batches of one size go together
-    (the full ones, then maybe a shorter last one), their outputs along the
-    first axis as ``value`` expects, and their size a Python int, as on the
-    device.
+    the same operations on the device. Consecutive batches of one size go
+    together (the full ones, then maybe a shorter last one), their outputs
+    along the first axis as ``value`` expects, their size a Python int as on
+    the device.
     """
     first = batch_losses[0][0]
-    rows = np.array([r for _, r in batch_losses])
-    times_rows = None
-    for size in np.unique(rows):
-        at, size = rows == size, int(size)
+    losses = []
+    for at, size in _runs_of_equal_size([rows for _, rows in batch_losses]):
         sw_sum = size if sw_sums is None else sw_sums[at]
         group = LossTerms(per_output[at].T, first.scale, sw_sum, tuple(p[at] for p in penalties), first.alpha)
-        losses = group.value(xp=np) * size
-        times_rows = np.empty(rows.shape, losses.dtype) if times_rows is None else times_rows
-        times_rows[at] = losses
+        losses.append(group.value(xp=np) * size)
+    times_rows = np.concatenate(losses) if len(losses) > 1 else losses[0]
     return float(np.add.accumulate(times_rows)[-1])  # in order, not NumPy's pairwise sum
+
+
+def _runs_of_equal_size(rows: list[int]):
+    """``(slice, size)`` for each run of consecutive batches with the same number of rows."""
+    start = 0
+    for end in range(1, len(rows) + 1):
+        if end == len(rows) or rows[end] != rows[start]:
+            yield slice(start, end), rows[start]
+            start = end
 
 
 def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, history: History,
