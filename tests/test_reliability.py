@@ -134,10 +134,25 @@ def test_divergence_stops_and_keeps_last_finite_weights(backend, digits):
     with pytest.warns(DivergenceWarning, match=r"diverged at epoch (\d+).*learning_rate_init.*scale") as record:
         clf.fit(Xb, yb)
     epoch = int(record[0].message.args[0].split("epoch ")[1].split(":")[0])
+    assert [w.category for w in record] == [DivergenceWarning]  # no overflow warnings on top
     assert clf.n_iter_ == epoch == len(clf.loss_curve_)
     assert not np.isfinite(clf.loss_curve_[-1])
     assert np.isfinite(backend.numpy(clf.predict(Xb))).all()
     assert all(np.isfinite(backend.numpy(c)).all() for c in clf.coefs_)
+
+
+def test_divergence_in_the_first_epoch_raises_without_overflow_warnings():
+    """Overflowing weights, L2 term and loss: scikit-learn's error, no NumPy RuntimeWarning."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 5)).astype(np.float32)
+    y = (X @ rng.normal(size=5)).astype(np.float32)
+    est = MLPRegressor(solver="sgd", learning_rate_init=0.5, momentum=0.9, alpha=10.0, max_iter=30,
+                       batch_size=20, random_state=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="non-finite parameter weights"):
+            est.fit(X, y)
+    assert record == []
 
 
 def test_divergence_with_early_stopping_keeps_best(digits):

@@ -291,6 +291,10 @@ def test_stochastic_warm_fit_after_lbfgs_starts_its_own_history():
     _quiet_fit(est.set_params(solver="adam", max_iter=2), X, y)
     assert len(est.loss_curve_) == est.n_iter_ == 2
     assert est.t_ == 2 * X.shape[0]
+    # partial_fit after L-BFGS: a fresh Adam too, not the moments of the weights before it
+    _quiet_fit(est.set_params(solver="lbfgs", max_iter=5), X, y)
+    est.set_params(solver="adam").partial_fit(X, y)
+    assert est._optimizer.state.t == 1 and est.t_ == X.shape[0]
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])

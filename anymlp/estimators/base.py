@@ -427,9 +427,10 @@ class BaseMLP(BaseEstimator):
             # Poisson loss on unscaled data) are no model either.
             self._theta = theta_before
             raise NonFiniteTrainingError()
-        # The stochastic bookkeeping describes a fit that no longer made the weights: it goes,
-        # and a later sgd/adam warm fit starts its own.
+        # The stochastic bookkeeping and optimizer state describe a fit that no longer made
+        # the weights: they go, and a later sgd/adam fit or partial_fit starts its own.
         self.t_, self._history = 0, None
+        self.__dict__.pop("_optimizer", None)
         for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
             self.__dict__.pop(name, None)
 

@@ -210,11 +210,12 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             if settings.shuffle:
                 order_host = shuffled(order_host, random_state)
                 order = order_host if data.batch_to_device else to_device(order_host)
-            # A diverging step overflows; that is reported below as a DivergenceWarning.
-            with np.errstate(over="ignore", invalid="ignore"):
+            # A diverging step overflows, and so does combining its loss on the host;
+            # that is reported below as a DivergenceWarning.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 theta, batch_losses = run_epoch(theta, data, order, settings.batch_size, objective,
                                                 optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
-            loss_total, theta_finite = read_epoch_end(batch_losses, theta, xp=xp)
+                loss_total, theta_finite = read_epoch_end(batch_losses, theta, xp=xp)
             history.record_loss(loss_total / n, n)
             if settings.verbose:
                 print("Iteration %d, loss = %.8f" % (history.n_iter, history.loss))
