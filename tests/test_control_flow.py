@@ -116,9 +116,10 @@ def test_ctrl_c_restores_the_optimizer_with_the_weights():
 
 def test_weights_gone_to_minus_infinity_are_divergence():
     from anymlp.nn.losses import LossTerms
-    from anymlp.training.stochastic import read_epoch_end
+    from anymlp.training.stochastic import EpochLosses, read_epoch_end
 
-    one_batch = [(LossTerms(np.asarray([1.0]), 1.0, 1), 1)]
+    one_batch = EpochLosses(np)
+    one_batch.add(LossTerms(np.asarray([1.0]), 1.0, 1), 1)
     assert read_epoch_end(one_batch, np.array([1.0, -np.inf]), xp=np) == (1.0, False)
     assert read_epoch_end(one_batch, np.array([1.0, -2.0]), xp=np) == (1.0, True)
 

@@ -338,7 +338,9 @@ def test_a_model_fit_in_inference_mode_predicts_numpy_input():
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 @pytest.mark.parametrize("n_outputs", [3, 10])  # 10: NumPy sums pairwise from 8 on
-def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weighted, alpha, n_outputs):
+@pytest.mark.parametrize("fold", [1024, 4])  # 4: the parts are stacked every 4 batches
+def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weighted, alpha, n_outputs, fold,
+                                                           monkeypatch):
     """Each batch's loss parts come back once per epoch and are combined on the host: the same
     bits as combining them on the device and summing ``loss * rows`` there in batch order.
     (torch and CuPy round their own reductions and divisions: torch adds 8 or more outputs in
@@ -347,7 +349,7 @@ def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weigh
 
     from anymlp._backend import to_host
     from anymlp.nn.losses import LossTerms
-    from anymlp.training.stochastic import read_epoch_end
+    from anymlp.training.stochastic import EpochLosses, read_epoch_end
 
     rng = np.random.default_rng(3)
     # Terms of both signs keep the epoch sum small, so a batch loss off by one bit shows in it.
@@ -365,7 +367,11 @@ def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weigh
     for terms, rows in batch_losses:
         times_rows = terms.value(xp=xp) * rows
         expected = times_rows if expected is None else expected + times_rows
-    loss, finite = read_epoch_end(batch_losses, theta, xp=xp)
+    monkeypatch.setattr(EpochLosses, "FOLD", fold)
+    losses = EpochLosses(xp)
+    for terms, rows in batch_losses:
+        losses.add(terms, rows)
+    loss, finite = read_epoch_end(losses, theta, xp=xp)
     assert finite
     if backend.id == "cupy" or (backend.id == "torch" and (n_outputs >= 8 or theta.device.type != "cpu")):
         # rounding of each term (~3000) in 31 terms
