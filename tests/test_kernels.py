@@ -105,9 +105,9 @@ def test_sgd_matches_reference(dtype, nesterov, spy):
 @pytest.mark.parametrize("weighted", [False, True])
 def test_finish_gradient_matches_reference(dtype, alpha, weighted, spy):
     rng = np.random.default_rng(2)
-    grad, weights = _vector(rng, 500, dtype), _vector(rng, 400, dtype)
+    grad, theta = _vector(rng, 500, dtype), _vector(rng, 500, dtype)
     sw_sum = np.sum(rng.random(37).astype(dtype)) if weighted else 37
-    (fused, _), (reference, _) = _both(lambda g, w: finish_gradient(g, w, alpha, sw_sum, xp=xp), grad, weights)
+    (fused, _), (reference, _) = _both(lambda g, t: finish_gradient(g, t, 400, alpha, sw_sum, xp=xp), grad, theta)
     assert spy.count("finish_gradient") == 1
     _assert_bitwise(fused, reference)
 

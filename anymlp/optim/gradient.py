@@ -9,8 +9,11 @@ read again), and with :meth:`UnscaledGradient.finish` otherwise.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+
+from array_api_compat import device
 
 from anymlp.kernels import fused_for, scalar
 
@@ -25,7 +28,7 @@ class UnscaledGradient:
 
     def finish(self, theta):
         """The gradient itself, given the parameters it was computed at."""
-        return finish_gradient(self.raw, theta[: self.n_decayed], self.alpha, self.sw_sum, xp=self.xp)
+        return finish_gradient(self.raw, theta, self.n_decayed, self.alpha, self.sw_sum, xp=self.xp)
 
     def fused_scalars(self, theta):
         """``(n_decayed, alpha, sw_sum)`` for a fused update, or None where none may run.
@@ -39,17 +42,38 @@ class UnscaledGradient:
         return (self.n_decayed if self.alpha else 0), scalar(self.alpha, theta), scalar(sw_sum, theta)
 
 
-def finish_gradient(grad, weights, alpha, sw_sum, *, xp):
-    """Add the L2 gradient ``alpha * W`` to the weights' part, then divide all by ``sw_sum``.
+def finish_gradient(grad, theta, n_decayed, alpha, sw_sum, *, xp):
+    """Add the L2 gradient ``alpha * W`` (W: ``theta[:n_decayed]``), then divide all by ``sw_sum``.
 
-    In place; ``weights`` is the first part of theta.
+    In place where the library allows it; returns the result.
     """
+    weights = theta[:n_decayed]
     fused = fused_for(grad, weights)
     if fused is not None and (isinstance(sw_sum, int) or sw_sum.dtype == grad.dtype):
         fused.finish_gradient(grad, weights, scalar(alpha, grad), bool(alpha), scalar(sw_sum, grad))
         return grad
-    if alpha:
-        # Item assignment, not an add into a slice: correct whether slices are views or copies.
-        grad[: weights.shape[0]] += alpha * weights
+    if alpha and n_decayed:
+        # ``grad[:n] += alpha * W`` ends in a slice assignment of the weights onto themselves
+        # (one more launch and pass on a GPU), and a view-free library needs that assignment.
+        # A mask that is alpha on the weights and 0 on the biases needs neither, in the same
+        # bits: alpha * w on the weights, and adding (+-)0 leaves a bias gradient as it was.
+        grad += _decay_mask(theta, n_decayed, float(alpha), xp=xp) * theta
     grad /= sw_sum
     return grad
+
+
+def _decay_mask(theta, n_decayed, alpha, *, xp):
+    """``alpha`` on the first ``n_decayed`` entries and 0 after, like theta, made once per fit setting."""
+    key = (xp, theta.shape[0], n_decayed, alpha, theta.dtype, device(theta))
+    try:
+        return _cached_decay_mask(*key)
+    except TypeError:  # a device that cannot be a dict key
+        return _make_decay_mask(*key)
+
+
+def _make_decay_mask(xp, n_params, n_decayed, alpha, dtype, on):
+    return xp.concat([xp.full((n_decayed,), alpha, dtype=dtype, device=on),
+                      xp.zeros((n_params - n_decayed,), dtype=dtype, device=on)])
+
+
+_cached_decay_mask = functools.lru_cache(maxsize=4)(_make_decay_mask)
