@@ -166,6 +166,20 @@ def test_finish_gradient_agrees_with_reference(dtype, alpha, weighted, spy):
     _assert_close(fused, reference, dtype)
 
 
+def test_the_reference_finish_under_inference_mode_leaves_autograd_working():
+    """The portable finish caches its L2 mask; one made under torch.inference_mode() must not
+    be the one a later autograd step saves for backward (torch refuses inference tensors)."""
+    from anymlp.optim.gradient import finish_gradient
+
+    with anymlp.config_context(kernels="array_api"):
+        with torch.inference_mode():
+            finish_gradient(torch.ones(10), torch.ones(10), 6, 0.1, 5, xp=xt)
+        theta = torch.ones(10, requires_grad=True)
+        finish_gradient(torch.ones(10), theta, 6, 0.1, 5, xp=xt).sum().backward()
+    expected = torch.tensor([0.1 / 5] * 6 + [0.0] * 4)
+    torch.testing.assert_close(theta.grad, expected)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_hidden_layer_steps_agree_with_reference(dtype, spy):
     rng = np.random.default_rng(3)

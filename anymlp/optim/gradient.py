@@ -10,10 +10,11 @@ read again), and with :meth:`UnscaledGradient.finish` otherwise.
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import device, is_torch_array
 
 from anymlp.kernels import fused_for, scalar
 
@@ -65,6 +66,8 @@ def finish_gradient(grad, theta, n_decayed, alpha, sw_sum, *, xp):
 def _decay_mask(theta, n_decayed, alpha, *, xp):
     """``alpha`` on the first ``n_decayed`` entries and 0 after, like theta, made once per fit setting."""
     key = (xp, theta.shape[0], n_decayed, alpha, theta.dtype, device(theta))
+    if is_torch_array(theta) and sys.modules["torch"].is_inference_mode_enabled():
+        return _make_decay_mask(*key)  # an inference tensor, kept, would break a later autograd step
     try:
         return _cached_decay_mask(*key)
     except TypeError:  # a device that cannot be a dict key
