@@ -140,6 +140,11 @@ class EpochLosses:
         if len(self._pending) == self.FOLD:
             self._fold()
 
+    @property
+    def weighted(self) -> bool:
+        """Sample weights: each batch's ``sw_sum`` is then a device array, not its row count."""
+        return not isinstance(self.first.sw_sum, int)
+
     def stacked(self) -> list:
         """``[per_output, *penalties, sw_sum?]``, each (n_batches, ...) on the device."""
         if self._pending:
@@ -152,17 +157,16 @@ class EpochLosses:
         terms, xp = self._pending, self._xp
         parts = [_stack([t.per_output for t in terms], xp=xp)]
         parts += [_stack([t.penalties[i] for t in terms], xp=xp) for i in range(len(terms[0].penalties))]
-        parts += [] if isinstance(terms[0].sw_sum, int) else [_stack([t.sw_sum for t in terms], xp=xp)]
+        parts += [_stack([t.sw_sum for t in terms], xp=xp)] if self.weighted else []
         self._folded.append(parts)
         self._pending = []
 
 
 def read_epoch_end(losses: EpochLosses, theta, *, xp) -> tuple[float, bool]:
     """The epoch's summed loss and whether theta is finite: one device-to-host read."""
-    weighted = not isinstance(losses.first.sw_sum, int)
     largest = xp.reshape(xp.max(xp.abs(theta)), (1,))
     per_output, *penalties, (largest,) = _read_together([*losses.stacked(), largest], xp=xp)
-    sw_sums = penalties.pop() if weighted else None
+    sw_sums = penalties.pop() if losses.weighted else None
     return _summed_loss(losses, per_output, penalties, sw_sums), math.isfinite(largest)
 
 
