@@ -197,11 +197,13 @@ def test_set_config_inside_a_context_lasts_until_the_context_exits(library):
 def test_get_config_reads_the_environment_and_the_innermost_context(monkeypatch):
     monkeypatch.setenv("ANYMLP_FIT_MEMORY_BUDGET", "1e6")
     monkeypatch.setenv("ANYMLP_DEVICE", "cpu")
-    assert anymlp.get_config() == {"backend": None, "device": "cpu", "fit_memory_budget": 1000000, "kernels": "auto"}
+    monkeypatch.setenv("ANYMLP_FLUSH_DENORMALS", "yes")
+    assert anymlp.get_config() == {"backend": None, "device": "cpu", "fit_memory_budget": 1000000, "kernels": "auto",
+                                   "flush_denormals": True}
     with anymlp.config_context(fit_memory_budget=5, device=None):
-        with anymlp.config_context(kernels="array_api"):
+        with anymlp.config_context(kernels="array_api", flush_denormals=False):
             assert anymlp.get_config() == {"backend": None, "device": None, "fit_memory_budget": 5,
-                                           "kernels": "array_api"}
+                                           "kernels": "array_api", "flush_denormals": False}
 
 
 def _fit_both(make_estimator, X, y, **fit_params):

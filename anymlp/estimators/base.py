@@ -46,7 +46,7 @@ from anymlp._backend import (
 )
 from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight, validate_predict_host_X
 from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
-from anymlp.kernels import fused_kernels_loaded
+from anymlp.kernels import denormals_flushed, fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
@@ -482,14 +482,19 @@ class BaseMLP(BaseEstimator):
 
     @contextlib.contextmanager
     def _compute_settings(self, rows: int, work: float):
-        """BLAS threads for this problem size, and the kernels setting read once, not per batch.
+        """BLAS threads for this problem size, the kernels setting read once, not per batch, and
+        the CPU's subnormal modes if ``flush_denormals`` asks for them.
 
         ``work`` (samples x parameters x epochs) decides whether a NumPy fit may
         be the one that loads numba: its import and cache load (~0.5 s, once per
         process) is repaid only by longer fits, and fused or not, the weights
         come out bitwise the same. torch's fused ops cost nothing to load.
         """
-        with self._blas_threads(rows), config_context(kernels=self._kernels_for(work, self._backend.xp)):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._blas_threads(rows))
+            stack.enter_context(config_context(kernels=self._kernels_for(work, self._backend.xp)))
+            if setting("flush_denormals"):
+                stack.enter_context(denormals_flushed())
             yield
 
     def _kernels_for(self, work: float, xp) -> str:

@@ -21,6 +21,9 @@ launches per step, equal to the reference to a few units in the last place.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 from array_api_compat import is_torch_array
 
@@ -95,6 +98,29 @@ def _numba_kernels():
         else:
             _numba_module = _numba
     return _numba_module
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Flush-to-zero and denormals-are-zero on in the calling thread for the block.
+
+    Afterwards both modes are as they were before, and the rest of the
+    thread's floating-point state as the block left it. The modes live in
+    the x86-64 MXCSR register, which Python cannot reach: numba's
+    compiled code sets it. Elsewhere (another CPU, no numba) a warning
+    says the setting has no effect.
+    """
+    kernels = _numba_kernels()
+    if kernels is None or not kernels.FLUSH_SUPPORTED:
+        warnings.warn("flush_denormals=True has no effect here: it needs an x86-64 CPU and numba.",
+                      stacklevel=2)
+        yield
+        return
+    saved = kernels.swap_mxcsr_bits(kernels.FTZ_DAZ, kernels.FTZ_DAZ)
+    try:
+        yield
+    finally:
+        kernels.swap_mxcsr_bits(kernels.FTZ_DAZ, saved)
 
 
 def _torch_kernels():

@@ -12,9 +12,12 @@ flattens), the row-wise ones (bias + ReLU, softmax) 2-D arrays.
 """
 
 import math
+import platform
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.extending import intrinsic
 
 # Longest row softmax takes (see _pairwise_sum).
 MAX_SOFTMAX_COLUMNS = 128
@@ -180,3 +183,54 @@ def _pairwise_sum(a, start, n, zero):
         total += a[start + i]
         i += 1
     return total
+
+
+# ---------------------------------------------------------------- the SSE control register
+
+# MXCSR holds the x86-64 vector unit's rounding, masking and subnormal modes for the
+# calling thread. FTZ (bit 15) writes subnormal results as 0 and DAZ (bit 6) reads
+# subnormal inputs as 0, so no operation takes the ~100-cycle microcode path.
+FLUSH_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
+FTZ_DAZ = 0x8040
+
+
+def _mxcsr_call(builder, name, slot):
+    fnty = ir.FunctionType(ir.VoidType(), [ir.PointerType(ir.IntType(8))])
+    fn = builder.module.declare_intrinsic(name, fnty=fnty)
+    builder.call(fn, [builder.bitcast(slot, ir.PointerType(ir.IntType(8)))])
+
+
+@intrinsic
+def _stmxcsr(typingctx):
+    def codegen(context, builder, signature, args):
+        slot = builder.alloca(ir.IntType(32))
+        _mxcsr_call(builder, "llvm.x86.sse.stmxcsr", slot)
+        return builder.load(slot)
+
+    return numba.types.uint32(), codegen
+
+
+@intrinsic
+def _ldmxcsr(typingctx, value):
+    def codegen(context, builder, signature, args):
+        slot = builder.alloca(ir.IntType(32))
+        builder.store(context.cast(builder, args[0], signature.args[0], numba.types.uint32), slot)
+        _mxcsr_call(builder, "llvm.x86.sse.ldmxcsr", slot)
+        return context.get_dummy_value()
+
+    return numba.types.void(value), codegen
+
+
+if FLUSH_SUPPORTED:  # elsewhere the x86 intrinsics do not exist, and nothing calls this
+
+    @numba.njit(cache=True)
+    def swap_mxcsr_bits(bits, values):
+        """Set the MXCSR ``bits`` of the calling thread to ``values``; returns MXCSR as it was.
+
+        The register keeps the new bits after the call returns. ``bits=0``
+        just reads it. (One function, not a reader and a writer: numba takes
+        ~0.1 s to load each cached function once per process.)
+        """
+        saved = np.int64(_stmxcsr())
+        _ldmxcsr((saved & ~bits) | (values & bits))
+        return saved
