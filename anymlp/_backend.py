@@ -148,13 +148,14 @@ def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=
     float32 fits on inputs with always-zero features and an L2 penalty (MNIST's
     border pixels) drive the Adam moments of those weights below the smallest
     normal float, and every operation on such a value costs ~100x a normal
-    one: MNIST epochs got ~50% slower by the tenth epoch, in scikit-learn as
-    in anymlp. Flushing keeps them flat. Off by default because it changes
+    one: epochs 12-15 of a (100,) MNIST fit took 1.5x as long as epochs 2-3
+    (scikit-learn slows down too). Flushing keeps them flat. Off by default because it changes
     results: values that would be subnormal (below 1.2e-38 in float32,
     2.2e-308 in float64) become 0, so the weights stop matching
     scikit-learn's to the bit once such values appear; predictions do not
     move in practice. BLAS helper threads and torch's thread pool keep
-    their own setting.
+    their own setting. numba sets the register (it loads once per process,
+    ~0.5 s).
 
     As in scikit-learn, the settings belong to the calling thread, and a call
     inside :func:`config_context` takes effect at once and lasts until that

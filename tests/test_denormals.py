@@ -3,7 +3,7 @@
 Subnormal values (below ``np.finfo(dtype).tiny``) cost ~100 times a normal
 operation on x86-64. A long Adam fit with always-zero input features and an
 L2 penalty drives the moments of those weights there (MNIST's border pixels:
-epochs ~50% slower by the tenth). The setting turns the CPU's flush-to-zero
+epochs 12-15 took 1.5x as long as epochs 2-3). The setting turns the CPU's flush-to-zero
 and denormals-are-zero modes on for the fit.
 """
 

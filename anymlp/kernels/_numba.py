@@ -9,6 +9,9 @@ computed in float32, as NumPy computes them with Python scalars.
 
 Arrays are C-contiguous; the elementwise kernels take 1-D views (the caller
 flattens), the row-wise ones (bias + ReLU, softmax) 2-D arrays.
+
+At the end, :func:`swap_mxcsr_bits` reaches the x86-64 register that holds
+the subnormal modes, for ``set_config(flush_denormals=True)``.
 """
 
 import math
@@ -227,9 +230,8 @@ if FLUSH_SUPPORTED:  # elsewhere the x86 intrinsics do not exist, and nothing ca
     def swap_mxcsr_bits(bits, values):
         """Set the MXCSR ``bits`` of the calling thread to ``values``; returns MXCSR as it was.
 
-        The register keeps the new bits after the call returns. ``bits=0``
-        just reads it. (One function, not a reader and a writer: numba takes
-        ~0.1 s to load each cached function once per process.)
+        The register keeps the new bits after the call returns; ``bits=0``
+        just reads it.
         """
         saved = np.int64(_stmxcsr())
         _ldmxcsr((saved & ~bits) | (values & bits))
