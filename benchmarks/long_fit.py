@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
+import shlex
 import socket
 import statistics
 import sys
@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist import CONFIGS, DataCache, limit_threads, machine_info, rotated, sklearn_params  # noqa: E402
+from mnist import (  # noqa: E402
+    CONFIGS, DataCache, limit_threads, machine_info, rotated, sklearn_params, write_report)
 
 HERE = Path(__file__).resolve().parent
 CONTENDERS = ("sklearn", "anymlp", "anymlp-flush")
@@ -173,13 +174,10 @@ def main(argv=None) -> int:
     started = dt.datetime.now().isoformat(timespec="seconds")
     result = run(args)
     print_table(result)
-    out = args.out or HERE / "results" / f"long-fit-{dt.datetime.now():%Y-%m-%d}-{socket.gethostname()}.json"
-    report = {"benchmark": "long_fit", "command": "python " + " ".join(sys.argv), "started": started,
-              "finished": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
-              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **result}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {out}")
+    report = {"benchmark": "long_fit", "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+              "started": started, "finished": dt.datetime.now().isoformat(timespec="seconds"),
+              "machine": machine_info(), "args": vars(args), **result}
+    write_report(args.out or HERE / "results" / f"long-fit-{dt.date.today()}-{socket.gethostname()}.json", report)
     return 0
 
 

@@ -771,11 +771,15 @@ def main(argv=None) -> int:
         "predict_proba": pred,
         "targets": checks,
     }
-    out = args.out or default_out()
+    write_report(args.out or default_out(), report)
+    return 0
+
+
+def write_report(out: Path, report: dict) -> None:
+    """The JSON beside the printed table, under ``results/`` by default."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     print(f"\nwrote {out}")
-    return 0
 
 
 if __name__ == "__main__":
