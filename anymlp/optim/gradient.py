@@ -54,13 +54,21 @@ def finish_gradient(grad, theta, n_decayed, alpha, sw_sum, *, xp):
         fused.finish_gradient(grad, weights, scalar(alpha, grad), bool(alpha), scalar(sw_sum, grad))
         return grad
     if alpha and n_decayed:
-        # ``grad[:n] += alpha * W`` ends in a slice assignment of the weights onto themselves
-        # (one more launch and pass on a GPU), and a view-free library needs that assignment.
-        # A mask that is alpha on the weights and 0 on the biases needs neither, in the same
-        # bits: alpha * w on the weights, and adding (+-)0 leaves a bias gradient as it was.
-        grad += _decay_mask(theta, n_decayed, float(alpha), xp=xp) * theta
+        grad += weight_decay(theta, n_decayed, alpha, xp=xp)
     grad /= sw_sum
     return grad
+
+
+def weight_decay(theta, n_decayed, alpha, *, xp):
+    """The L2 gradient ``alpha * W`` (W: ``theta[:n_decayed]``) as a full-length array, 0 on the biases.
+
+    ``grad[:n] += alpha * W`` ends in a slice assignment of the weights onto
+    themselves (one more launch and pass on a GPU), and a view-free library
+    needs that assignment. A mask that is alpha on the weights and 0 on the
+    biases times theta needs neither, in the same bits: alpha * w on the
+    weights, and adding (+-)0 leaves a bias gradient as it was.
+    """
+    return _decay_mask(theta, n_decayed, float(alpha), xp=xp) * theta
 
 
 def _decay_mask(theta, n_decayed, alpha, *, xp):

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from anymlp._backend import host_dtype, squared_norm, to_host
 from anymlp.nn import loss_and_grad
+from anymlp.optim.gradient import weight_decay
 from anymlp.training.callbacks import notify
 
 
@@ -73,9 +74,9 @@ def streamed_loss_and_grad(theta, data, arch, alpha: float, rows: int, *, xp):
         share = (X.shape[0] if sw is None else xp.sum(sw)) / total
         chunk_loss, chunk_grad = loss_and_grad(theta, X, Y, sw, arch, 0.0, xp=xp)
         loss, grad = loss + share * chunk_loss, grad + share * chunk_grad
-    weights = theta[: arch.layout.n_coef]
-    loss = loss + 0.5 * alpha * squared_norm(weights, xp=xp) / total
-    grad[: arch.layout.n_coef] += alpha * weights / total
+    loss = loss + 0.5 * alpha * squared_norm(theta[: arch.layout.n_coef], xp=xp) / total
+    if alpha:
+        grad += weight_decay(theta, arch.layout.n_coef, alpha, xp=xp) / total
     return loss, grad
 
 
