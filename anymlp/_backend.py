@@ -125,8 +125,10 @@ def _checked(**settings) -> dict:
         raise ValueError(f"fit_memory_budget must be a positive number of bytes or None; got {budget!r}.")
     if kernels not in (_UNSET, None) and kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}; got {kernels!r}.")
-    if flush not in (_UNSET, None, True, False):
-        raise ValueError(f"flush_denormals must be True, False or None; got {flush!r}.")
+    if flush is not _UNSET and flush is not None:
+        if not isinstance(flush, (bool, np.bool_)):
+            raise ValueError(f"flush_denormals must be True, False or None; got {flush!r}.")
+        settings["flush_denormals"] = bool(flush)
     return settings
 
 
@@ -143,19 +145,21 @@ def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=
     as under any reordering of float operations) and ``kernels="numba"`` uses the NumPy loops
     even for small fits.
 
-    ``flush_denormals=True`` makes each fit run with the CPU's flush-to-zero
-    and denormals-are-zero modes on in the fitting thread (x86-64). Long
+    ``flush_denormals=True`` makes each fit on the NumPy backend run with the
+    CPU's flush-to-zero and denormals-are-zero modes on in the fitting thread
+    (x86-64; for torch on the CPU, ``torch.set_flush_denormal``). Long
     float32 fits on inputs with always-zero features and an L2 penalty (MNIST's
     border pixels) drive the Adam moments of those weights below the smallest
     normal float, and every operation on such a value costs ~100x a normal
     one: epochs 12-15 of a (100,) MNIST fit took 1.5x as long as epochs 2-3
-    (scikit-learn slows down too). Flushing keeps them flat. Off by default because it changes
+    (scikit-learn's moments reach the same values). Flushing keeps them flat. Off by default because it changes
     results: values that would be subnormal (below 1.2e-38 in float32,
     2.2e-308 in float64) become 0, so the weights stop matching
     scikit-learn's to the bit once such values appear; predictions do not
-    move in practice. BLAS helper threads and torch's thread pool keep
-    their own setting. numba sets the register (it loads once per process,
-    ~0.5 s).
+    move in practice. Callbacks run with the modes on, and so does a fit
+    inside another's callback whatever its own setting (False means "leave
+    the modes alone"); threads started during the fit keep them. numba sets
+    the register (it loads once per process, ~0.5 s).
 
     As in scikit-learn, the settings belong to the calling thread, and a call
     inside :func:`config_context` takes effect at once and lasts until that

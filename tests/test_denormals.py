@@ -25,9 +25,24 @@ needs_flush = pytest.mark.skipif(kernels is None or not kernels.FLUSH_SUPPORTED,
 TINY32 = np.finfo(np.float32).tiny
 
 
+SUBNORMAL = np.float32(1e-39)  # made outside any flushed block, so it really is subnormal
+SMALL_NORMAL = np.float32(2e-38)
+
+
+def _flushed_arithmetic() -> tuple[bool, bool]:
+    """``(daz, ftz)``: is a subnormal input read as 0, is a subnormal result written as 0?
+
+    Checked outside the caller's block by the caller: a comparison under DAZ
+    would itself read a subnormal as 0.
+    """
+    read_as = SUBNORMAL * np.float32(1e10)  # 1e-29, or 0 under DAZ
+    written = SMALL_NORMAL / np.float32(10)  # 2e-39, or 0 under FTZ
+    return read_as, written
+
+
 def _subnormal_quotient() -> np.float32:
-    """1e-38 / 10: the subnormal 1e-39 in IEEE arithmetic, 0 with flush-to-zero on."""
-    return np.float32(1e-38) / np.float32(10)
+    """2e-38 / 10: the subnormal 2e-39 in IEEE arithmetic, 0 with flush-to-zero on."""
+    return SMALL_NORMAL / np.float32(10)
 
 
 def _count_subnormal(a) -> int:
@@ -72,11 +87,35 @@ def test_setting_defaults_to_off_and_checks_its_values(monkeypatch):
 
 @needs_flush
 def test_the_modes_hold_inside_the_block_only():
-    assert _subnormal_quotient() != 0
+    before = _flushed_arithmetic()
     with denormals_flushed():
-        assert _subnormal_quotient() == 0
-        assert np.float64(1e-300) * 1e-10 == 0
-    assert _subnormal_quotient() != 0
+        inside = _flushed_arithmetic()
+        tiny64 = np.float64(1e-300) * 1e-10
+    after = _flushed_arithmetic()
+    assert inside == (0, 0) and tiny64 == 0  # DAZ and FTZ, each on its own
+    assert before == after and before[0] != 0 and before[1] != 0
+
+
+@needs_flush
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_the_rest_of_the_register_is_left_as_the_thread_set_it(when):
+    """Only the two modes go back: a rounding mode set before the fit, or during it, stays."""
+    toward_zero = 0x6000  # MXCSR's rounding-control bits: round toward zero
+    status_flags = 0x3F  # sticky, and cleared by NumPy itself
+
+    class SetsRounding:
+        def on_fit_begin(self, estimator, **kwargs):
+            kernels.swap_mxcsr_bits(toward_zero, toward_zero)
+
+    saved = kernels.swap_mxcsr_bits(0, 0)
+    try:
+        if when == "before":
+            kernels.swap_mxcsr_bits(toward_zero, toward_zero)
+        X, y = _zero_feature_problem()
+        _fit(X, y, flush=True, max_iter=2, callbacks=[SetsRounding()] if when == "during" else None)
+        assert kernels.swap_mxcsr_bits(0, 0) & ~status_flags == (saved | toward_zero) & ~status_flags
+    finally:
+        kernels.swap_mxcsr_bits(toward_zero, saved)
 
 
 @needs_flush
@@ -120,20 +159,41 @@ def test_without_subnormal_values_flushing_changes_no_bit():
 
 
 @needs_flush
-def test_the_modes_come_back_when_a_fit_fails():
-    X, y = _zero_feature_problem()
-    X[0, 0] = np.inf  # rejected by the input checks
-    with pytest.raises(ValueError):
-        _fit(X, y, flush=True)
-
-    class Interrupt:
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_the_modes_come_back_when_a_fit_fails(solver):
+    class Failing:
         def on_epoch_end(self, estimator, record):
+            assert _subnormal_quotient() == 0  # inside the fit: flushed
             raise RuntimeError("stop")
 
     X, y = _zero_feature_problem()
     with pytest.raises(RuntimeError, match="stop"):
-        _fit(X, y, flush=True, callbacks=[Interrupt()])
+        _fit(X, y, flush=True, solver=solver, callbacks=[Failing()])
     assert _subnormal_quotient() != 0
+
+
+def test_the_setting_takes_booleans_only():
+    for value in (True, np.True_, False):
+        with anymlp.config_context(flush_denormals=value):
+            assert anymlp.get_config()["flush_denormals"] is bool(value)
+    for value in (1, "1", np.array([True]), 2.0):
+        with pytest.raises(ValueError, match="flush_denormals must be True, False or None"):
+            anymlp.set_config(flush_denormals=value)
+
+
+@needs_flush
+def test_other_backends_leave_the_register_alone(monkeypatch):
+    """torch starts its thread pool lazily: threads started in a flushed fit would keep the modes."""
+    torch = pytest.importorskip("torch")
+    import anymlp.estimators.base as base
+
+    entered = []
+    monkeypatch.setattr(base, "denormals_flushed", lambda: entered.append(1) or denormals_flushed())
+    X, y = _zero_feature_problem()
+    _fit(torch.asarray(X), torch.asarray(y), flush=True, max_iter=2)
+    assert entered == []
+    _fit(X, y, flush=True, max_iter=2)
+    assert entered == [1]
 
 
 @needs_flush

@@ -493,7 +493,9 @@ class BaseMLP(BaseEstimator):
         with contextlib.ExitStack() as stack:
             stack.enter_context(self._blas_threads(rows))
             stack.enter_context(config_context(kernels=self._kernels_for(work, self._backend.xp)))
-            if setting("flush_denormals"):
+            if setting("flush_denormals") and is_numpy_namespace(self._backend.xp):
+                # NumPy only: OpenBLAS's threads exist already, but torch starts its pool
+                # lazily, and threads started here would copy the modes and keep them.
                 stack.enter_context(denormals_flushed())
             yield
 

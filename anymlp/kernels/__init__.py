@@ -107,16 +107,21 @@ def denormals_flushed():
     Afterwards both modes are as they were before, and the rest of the
     thread's floating-point state as the block left it. The modes live in
     the x86-64 MXCSR register, which Python cannot reach: numba's
-    compiled code sets it. Elsewhere (another CPU, no numba) a warning
-    says the setting has no effect.
+    compiled code sets it. Threads started inside the block copy the
+    register and keep the modes. Elsewhere (another CPU, no numba, a numba
+    that cannot compile it) a warning says the setting has no effect.
     """
     kernels = _numba_kernels()
-    if kernels is None or not kernels.FLUSH_SUPPORTED:
-        warnings.warn("flush_denormals=True has no effect here: it needs an x86-64 CPU and numba.",
-                      stacklevel=2)
+    saved = None
+    if kernels is not None and kernels.FLUSH_SUPPORTED:
+        try:
+            saved = kernels.swap_mxcsr_bits(kernels.FTZ_DAZ, kernels.FTZ_DAZ)
+        except Exception:  # noqa: BLE001 - numba failed to compile the register access
+            saved = None
+    if saved is None:
+        warnings.warn("flush_denormals=True has no effect here: it needs an x86-64 CPU and numba.")
         yield
         return
-    saved = kernels.swap_mxcsr_bits(kernels.FTZ_DAZ, kernels.FTZ_DAZ)
     try:
         yield
     finally:
