@@ -22,27 +22,22 @@ kernels = _numba_kernels()
 needs_flush = pytest.mark.skipif(kernels is None or not kernels.FLUSH_SUPPORTED,
                                  reason="flushing subnormals needs an x86-64 CPU and numba")
 
-TINY32 = np.finfo(np.float32).tiny
-
-
 SUBNORMAL = np.float32(1e-39)  # made outside any flushed block, so it really is subnormal
 SMALL_NORMAL = np.float32(2e-38)
-
-
-def _flushed_arithmetic() -> tuple[bool, bool]:
-    """``(daz, ftz)``: is a subnormal input read as 0, is a subnormal result written as 0?
-
-    Checked outside the caller's block by the caller: a comparison under DAZ
-    would itself read a subnormal as 0.
-    """
-    read_as = SUBNORMAL * np.float32(1e10)  # 1e-29, or 0 under DAZ
-    written = SMALL_NORMAL / np.float32(10)  # 2e-39, or 0 under FTZ
-    return read_as, written
 
 
 def _subnormal_quotient() -> np.float32:
     """2e-38 / 10: the subnormal 2e-39 in IEEE arithmetic, 0 with flush-to-zero on."""
     return SMALL_NORMAL / np.float32(10)
+
+
+def _flushed_arithmetic() -> tuple[np.float32, np.float32]:
+    """``(subnormal input * 1e10, subnormal result)``: 0 and 0 with DAZ and FTZ on, not 0 without.
+
+    The caller compares them outside any flushed block: under DAZ a comparison
+    would itself read a subnormal as 0.
+    """
+    return SUBNORMAL * np.float32(1e10), _subnormal_quotient()
 
 
 def _count_subnormal(a) -> int:

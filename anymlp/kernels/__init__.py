@@ -116,8 +116,8 @@ def denormals_flushed():
     if kernels is not None and kernels.FLUSH_SUPPORTED:
         try:
             saved = kernels.swap_mxcsr_bits(kernels.FTZ_DAZ, kernels.FTZ_DAZ)
-        except Exception:  # noqa: BLE001 - numba failed to compile the register access
-            saved = None
+        except Exception:  # noqa: BLE001 - numba failed to compile the register access: saved stays None
+            pass
     if saved is None:
         warnings.warn("flush_denormals=True has no effect here: it needs an x86-64 CPU and numba.")
         yield
