@@ -120,6 +120,10 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
     ``Z`` is the output layer's pre-activation, and may be overwritten;
     ``P`` is its canonical output activation.
     """
+    fused = _fused_log_loss(loss, Z, Y, sample_weight)
+    if fused is not None:  # NumPy: softmax, loss and delta in one pass after the exp
+        per_output, delta = fused.softmax_log_loss(Z, Y)
+        return LossTerms(per_output, LOSSES[loss][1], sw_sum), delta
     P = _output_activation(loss, Z, xp=xp)
     values, scale = LOSSES[loss]
     value = LossTerms(_per_output_sums(values(Y, P, xp=xp), sample_weight, xp=xp), scale, sw_sum)
@@ -129,13 +133,23 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
     return value, delta
 
 
-def _output_activation(loss, Z, *, xp):
-    """``P`` from ``Z``: softmax fused (in place on NumPy, bitwise equal; torch's own), else the reference.
+def _fused_log_loss(loss, Z, Y, sample_weight):
+    """The kernels whose ``softmax_log_loss`` replaces the reference for this batch, or None.
 
-    Only the softmax is fused: a loss computed inside the kernel (numba's log,
-    other sums) differed in the last bit, which moved L-BFGS's line search and
-    ``tol``-based stopping.
+    NumPy's (numba) only, and without sample weights. Every value is the
+    reference's to the bit: L-BFGS's line search and ``tol``-based stopping
+    read the loss, and they move on a last-bit difference.
     """
+    if loss != "log_loss" or sample_weight is not None:
+        return None
+    fused = fused_for(Z, Y)
+    if fused is None or not hasattr(fused, "softmax_log_loss") or Z.shape[1] > fused.MAX_SOFTMAX_COLUMNS:
+        return None
+    return fused
+
+
+def _output_activation(loss, Z, *, xp):
+    """``P`` from ``Z``: softmax fused (in place on NumPy, bitwise equal; torch's own), else the reference."""
     if loss == "log_loss":
         fused = fused_for(Z)
         if fused is not None and Z.shape[1] <= fused.MAX_SOFTMAX_COLUMNS:
