@@ -14,6 +14,7 @@ import contextlib
 import functools
 import importlib
 import os
+import re
 import sys
 import threading
 import warnings
@@ -548,6 +549,16 @@ def expit(z, *, xp):
         return sys.modules["torch"].sigmoid(z)
     e = xp.exp(-xp.abs(z))
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"1.16.0rc1"`` -> ``(1, 16, 0)``: the leading numbers of a version string."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+# SciPy's float32 xlogy computed x * log(y) in double and rounded once up to 1.15; from
+# 1.16 on it takes float32's log and a float32 product, which a fused loss can copy bit for bit.
+XLOGY_FLOAT32_IN_FLOAT32 = _release(scipy.__version__) >= (1, 16)
 
 
 def xlogy(x, y, *, xp, y_positive=False):

@@ -139,7 +139,9 @@ def _subtract_row_max(z):
     for i in range(n):
         row_max = z[i, 0]
         for j in range(1, k):
-            if not z[i, j] <= row_max:  # NaN propagates, as in NumPy's max
+            # A NaN may not stay the maximum here, unlike in NumPy's max, but the row's sum
+            # is NaN all the same, so the whole row ends NaN as in NumPy (a NaN's sign may differ).
+            if not z[i, j] <= row_max:
                 row_max = z[i, j]
         for j in range(k):
             z[i, j] -= row_max
@@ -159,11 +161,12 @@ def softmax_log_loss(z, y):
 
     Returns ``(sums, delta)``: ``sums[j]`` is ``np.sum(xlogy(y, clip(P, eps, 1 - eps)),
     axis=0)[j]``, and delta overwrites ``z``. Bitwise equal to the reference:
-    ``math.log`` here is the C library's, which SciPy's ``xlogy`` calls too, and
-    NumPy sums a C-contiguous array over axis 0 row after row from +0.0, as the
-    loop below.
-    Only rows' true classes (``y != 0``) take a logarithm: 200 rather than 2000
-    of them for a batch of MNIST.
+    ``math.log`` here is the C library's, which SciPy's ``xlogy`` calls too
+    (for float32 since SciPy 1.16: the caller checks), and NumPy sums a
+    C-contiguous array of two or more columns over axis 0 row after row from
+    +0.0, as the loop below. Where NaNs of both signs meet (a diverged batch),
+    a NaN's sign may differ from NumPy's. Only labels other than 0 take a
+    logarithm: 200 rather than 2000 for a batch of MNIST.
     """
     _subtract_row_max(z)
     np.exp(z, out=z)

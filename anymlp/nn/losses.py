@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from anymlp._backend import clip, xlogy
+import numpy as np
+
+from anymlp._backend import XLOGY_FLOAT32_IN_FLOAT32, clip, xlogy
 from anymlp.kernels import fused_for
 from anymlp.nn.activations import ACTIVATIONS
 
@@ -136,14 +138,18 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
 def _fused_log_loss(loss, Z, Y, sample_weight):
     """The kernels whose ``softmax_log_loss`` replaces the reference for this batch, or None.
 
-    NumPy's (numba) only, and without sample weights. Every value is the
-    reference's to the bit: L-BFGS's line search and ``tol``-based stopping
-    read the loss, and they move on a last-bit difference.
+    NumPy's (numba) only, where every value is the reference's to the bit
+    (L-BFGS's line search and ``tol``-based stopping read the loss, and they
+    move on a last-bit difference): no sample weights; 2 to 128 outputs
+    (NumPy sums a single column pairwise, not row after row); float32 only with
+    a SciPy whose xlogy computes in float32.
     """
-    if loss != "log_loss" or sample_weight is not None:
+    if loss != "log_loss" or sample_weight is not None or Y.shape != Z.shape or Z.shape[1] < 2:
         return None
     fused = fused_for(Z, Y)
     if fused is None or not hasattr(fused, "softmax_log_loss") or Z.shape[1] > fused.MAX_SOFTMAX_COLUMNS:
+        return None
+    if Z.dtype == np.float32 and not XLOGY_FLOAT32_IN_FLOAT32:
         return None
     return fused
 

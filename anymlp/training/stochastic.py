@@ -126,7 +126,8 @@ class EpochLosses:
     MNIST with torch input rose by 90-100 MB during the epoch in 3 of 8 runs
     with a fold every 1024 batches, and by at most 15 MB in 8 of 8 with one
     every 8 (8-10 MB without any kept parts). Stacking 8 parts costs one
-    operation per kind: 0.25 launches a batch on a GPU.
+    operation per kind (two kinds without sample weights: 0.25 launches a
+    batch on a GPU).
     """
 
     FOLD = 8
