@@ -15,7 +15,7 @@ import anymlp
 from anymlp import MLPClassifier, MLPRegressor
 from anymlp.kernels import fused_for
 from anymlp.nn.activations import relu_derivative
-from anymlp.nn.losses import loss_and_output_delta
+from anymlp.nn.losses import loss_and_output_delta, loss_delta_and_column_sums
 from anymlp.nn.network import _add_bias_and_activate
 from anymlp.optim.gradient import UnscaledGradient, finish_gradient
 from anymlp.optim.adam import adam_init, adam_update
@@ -71,7 +71,7 @@ def spy(monkeypatch):
     """Count calls into the numba module, to prove the fused path ran."""
     calls = []
     for name in ("adam", "sgd", "adam_unscaled", "sgd_unscaled", "finish_gradient", "zero_where_zero",
-                 "add_bias_relu", "softmax", "softmax_log_loss"):
+                 "add_bias_relu", "softmax", "softmax_log_loss", "zero_where_zero_column_sums"):
         original = getattr(_numba, name, None)
         if original is None:  # softmax_log_loss under SVML
             continue
@@ -169,6 +169,34 @@ def test_relu_derivative_matches_reference(dtype, spy):
     _assert_bitwise(fused, reference)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 2), (7, 3), (200, 100), (257, 512), (300, 8)])
+def test_hidden_delta_column_sums_are_numpys(dtype, shape, spy):
+    """The ReLU derivative with its column sums (a hidden layer's bias gradient) in one pass:
+    the delta as the reference, the sums as NumPy's axis-0 sum of it, to the bit."""
+    from anymlp.nn.network import _hidden_delta
+
+    rng = np.random.default_rng(10)
+    z = np.maximum(rng.standard_normal(shape), 0).astype(dtype)  # a ReLU output: about half zeros
+    delta = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e3], shape)).astype(dtype)
+    delta.flat[:5] = [np.inf, -np.inf, -0.0, np.finfo(dtype).tiny, np.nan][:delta.size]
+    z.flat[:5] = 1.0
+    (fused, _), (reference, _) = _both(lambda z, d: _hidden_delta("relu", z, d, xp=xp), z, delta)
+    assert spy == ["zero_where_zero_column_sums"] and reference[1] is None
+    _assert_bitwise(fused[0], reference[0])
+    _assert_bitwise(fused[1], np.sum(reference[0], axis=0))
+
+
+def test_a_one_unit_hidden_layer_sums_on_numpy(spy):
+    # NumPy sums one column pairwise, not row after row: that sum stays NumPy's.
+    from anymlp.nn.network import _hidden_delta
+
+    z, delta = np.abs(np.random.default_rng(11).standard_normal((300, 1))), np.ones((300, 1))
+    with anymlp.config_context(kernels="numba"):
+        _, sums = _hidden_delta("relu", z, delta, xp=xp)
+    assert sums is None and "zero_where_zero_column_sums" not in spy
+
+
 def test_fused_path_needs_contiguous_writable_same_dtype_numpy():
     a = np.zeros(8)
     assert fused_for(a, np.ones(8)) is not None
@@ -244,7 +272,7 @@ def test_regressor_fit_is_bitwise_the_same_with_kernels_on_or_off(dtype, solver,
     fused, reference = _fit_both(
         lambda: MLPRegressor(hidden_layer_sizes=(16, 8), solver=solver, max_iter=5, random_state=0,
                              learning_rate_init=1e-3), X, y, sample_weight=weights)
-    assert {solver + "_unscaled", "zero_where_zero"} <= set(spy)
+    assert {solver + "_unscaled", "zero_where_zero_column_sums"} <= set(spy)
     for a, b in zip(fused.coefs_ + fused.intercepts_, reference.coefs_ + reference.intercepts_):
         _assert_bitwise(a, b)
     assert fused.loss_curve_ == reference.loss_curve_
@@ -316,7 +344,10 @@ def test_fused_log_loss_parts_are_the_references_bits(dtype, labels, spy):
             lambda Z, Y: loss_and_output_delta("log_loss", Z, Y, None, 600, xp=xp), Z, Y)
         _assert_bitwise(fused[0].per_output, reference[0].per_output)
         _assert_bitwise(fused[1], reference[1])
-    assert spy == [_loss_kernel(dtype)] * 2
+        delta_sums = loss_delta_and_column_sums("log_loss", Z.copy(), Y, None, 600, xp=xp)[2]
+        if _loss_kernel(dtype) == "softmax_log_loss":  # the output layer's bias gradient, on the way
+            _assert_bitwise(delta_sums, np.sum(reference[1], axis=0))
+    assert spy == [_loss_kernel(dtype)] * 4
     assert np.isnan(fused[0].per_output).all()
 
 

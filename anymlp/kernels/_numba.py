@@ -111,6 +111,29 @@ def zero_where_zero(z, delta):
             delta[i] = 0
 
 
+def zero_where_zero_column_sums(z, delta):
+    """``zero_where_zero`` on (n, k) arrays, k >= 2, and the result's column sums in the same pass.
+
+    Returns ``(delta, sums)``, ``sums`` bitwise ``np.sum(delta, axis=0)``: NumPy
+    adds the rows of a C-contiguous array of two or more columns one after
+    another from +0.0, as the loop does. Saves a reduction per hidden layer
+    and batch (~20 us at (200, 100) in the training loop).
+    """
+    sums = np.zeros(z.shape[1], z.dtype)
+    _zero_where_zero_column_sums(z, delta, sums)
+    return delta, sums
+
+
+@_jit
+def _zero_where_zero_column_sums(z, delta, sums):
+    n, k = z.shape
+    for i in range(n):
+        for j in range(k):
+            if z[i, j] == 0:
+                delta[i, j] = 0
+            sums[j] += delta[i, j]
+
+
 @_jit
 def add_bias_relu(z, bias):
     """``z = maximum(z + bias, 0)`` row by row, in place; NaN stays NaN as in NumPy."""
@@ -159,8 +182,9 @@ def _normalise_rows(e, zero):
 def softmax_log_loss(z, y):
     """The softmax of ``z``'s rows, the log loss's per-output sums and the delta ``P - y``.
 
-    Returns ``(sums, delta)``: ``sums[j]`` is ``np.sum(xlogy(y, clip(P, eps, 1 - eps)),
-    axis=0)[j]``, and delta overwrites ``z``. Bitwise equal to the reference:
+    Returns ``(sums, delta, delta_sums)``: ``sums[j]`` is ``np.sum(xlogy(y, clip(P, eps,
+    1 - eps)), axis=0)[j]``, delta overwrites ``z``, and ``delta_sums`` is
+    ``np.sum(delta, axis=0)`` (the output layer's bias gradient). Bitwise equal to the reference:
     ``math.log`` here is the C library's, which SciPy's ``xlogy`` calls too
     (for float32 since SciPy 1.16: the caller checks), and NumPy sums a
     C-contiguous array of two or more columns over axis 0 row after row from
@@ -172,9 +196,9 @@ def softmax_log_loss(z, y):
     np.exp(z, out=z)
     dtype = z.dtype.type
     eps = np.finfo(z.dtype).eps
-    sums = np.zeros(z.shape[1], z.dtype)
-    _normalise_rows_log_loss(z, y, sums, dtype(0), eps, dtype(1) - eps)
-    return sums, z
+    sums, delta_sums = np.zeros(z.shape[1], z.dtype), np.zeros(z.shape[1], z.dtype)
+    _normalise_rows_log_loss(z, y, sums, delta_sums, dtype(0), eps, dtype(1) - eps)
+    return sums, z, delta_sums
 
 
 if numba.config.USING_SVML:  # Intel's vectorised log need not round as the C library's: no fused loss
@@ -182,13 +206,14 @@ if numba.config.USING_SVML:  # Intel's vectorised log need not round as the C li
 
 
 @_jit
-def _normalise_rows_log_loss(e, y, sums, zero, low, high):
+def _normalise_rows_log_loss(e, y, sums, delta_sums, zero, low, high):
     n, k = e.shape
     for i in range(n):
         row_sum = _pairwise_sum(e[i], 0, k, zero)
         for j in range(k):
             p = e[i, j] / row_sum
             e[i, j] = p - y[i, j]
+            delta_sums[j] += e[i, j]
             clipped = low if p < low else (high if p > high else p)  # NaN stays NaN, as in np.clip
             value = zero if (y[i, j] == 0 and not math.isnan(clipped)) else y[i, j] * math.log(clipped)
             sums[j] += value  # from +0.0, as NumPy's axis-0 sum (a -0.0 value sums to +0.0)

@@ -122,17 +122,24 @@ def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
     ``Z`` is the output layer's pre-activation, and may be overwritten;
     ``P`` is its canonical output activation.
     """
+    value, delta, _ = loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, xp=xp)
+    return value, delta
+
+
+def loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, *, xp):
+    """:func:`loss_and_output_delta`, and ``sum(delta, axis=0)`` where a kernel takes it
+    in the same pass (the output layer's bias gradient), else None."""
     fused = _fused_log_loss(loss, Z, Y, sample_weight)
     if fused is not None:  # NumPy: softmax, loss and delta in one pass after the exp
-        per_output, delta = fused.softmax_log_loss(Z, Y)
-        return LossTerms(per_output, LOSSES[loss][1], sw_sum), delta
+        per_output, delta, delta_sums = fused.softmax_log_loss(Z, Y)
+        return LossTerms(per_output, LOSSES[loss][1], sw_sum), delta, delta_sums
     P = _output_activation(loss, Z, xp=xp)
     values, scale = LOSSES[loss]
     value = LossTerms(_per_output_sums(values(Y, P, xp=xp), sample_weight, xp=xp), scale, sw_sum)
     delta = P - Y
     if sample_weight is not None:
         delta = delta * sample_weight[:, None]
-    return value, delta
+    return value, delta, None
 
 
 def _fused_log_loss(loss, Z, Y, sample_weight):

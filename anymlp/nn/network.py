@@ -19,7 +19,7 @@ from array_api_compat import is_torch_array
 from anymlp._backend import squared_norm
 from anymlp.kernels import affine_kernels_for, fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
-from anymlp.nn.losses import CANONICAL_OUTPUT, LossTerms, loss_and_output_delta
+from anymlp.nn.losses import CANONICAL_OUTPUT, LossTerms, loss_delta_and_column_sums
 from anymlp.optim.gradient import UnscaledGradient
 
 
@@ -156,11 +156,12 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     coefs, intercepts = unpack(theta, arch.layout, xp=xp)
     activations = _forward_layers(coefs, intercepts, X, arch, xp=xp, keep=True, output_activation=False)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
-    loss, delta = loss_and_output_delta(arch.loss, activations[-1], Y, sample_weight, sw_sum, xp=xp)
+    loss, delta, delta_sums = loss_delta_and_column_sums(arch.loss, activations[-1], Y, sample_weight, sw_sum,
+                                                         xp=xp)
     if alpha:  # (not dataclasses.replace: a third of the cost of a tiny fit's epoch end)
         loss = LossTerms(loss.per_output, loss.scale, loss.sw_sum, _weight_penalties(theta, arch.layout, xp=xp), alpha)
-    grad = UnscaledGradient(_backward(theta, coefs, activations, delta, arch, xp=xp), arch.layout.n_coef,
-                            alpha, sw_sum, xp)
+    grad = UnscaledGradient(_backward(theta, coefs, activations, delta, delta_sums, arch, xp=xp),
+                            arch.layout.n_coef, alpha, sw_sum, xp)
     if not finish:
         return loss, grad
     return loss.value(xp=xp), grad.finish(theta)
@@ -175,15 +176,30 @@ def _weight_penalties(theta, layout: Layout, *, xp) -> tuple:
     return (squared_norm(theta[: layout.n_coef], xp=xp),)
 
 
-def _backward(theta, coefs, activations, delta, arch: Architecture, *, xp):
-    """Unregularised, unnormalised gradient, packed in ``theta``'s layout."""
-    derivative = DERIVATIVES[arch.activation]
+def _backward(theta, coefs, activations, delta, delta_sums, arch: Architecture, *, xp):
+    """Unregularised, unnormalised gradient, packed in ``theta``'s layout.
+
+    ``delta_sums`` is ``sum(delta, axis=0)`` where the loss's kernel took it, else None.
+    """
     packed = _PackedGradient(theta, arch.layout, delta, xp=xp)
     for i in range(len(coefs) - 1, -1, -1):
-        packed.set_layer(i, activations[i].T, delta)
+        packed.set_layer(i, activations[i].T, delta, delta_sums)
         if i > 0:
-            delta = derivative(activations[i], delta @ coefs[i].T, xp=xp)
+            delta, delta_sums = _hidden_delta(arch.activation, activations[i], delta @ coefs[i].T, xp=xp)
     return packed.flat()
+
+
+def _hidden_delta(activation, z, delta, *, xp):
+    """A hidden layer's delta from its output ``z`` and ``delta @ W.T`` (overwritten), and the
+    delta's column sums where a kernel takes them in the same pass (NumPy, ReLU), else None.
+
+    Not for one column: NumPy sums a single column pairwise, not row after row.
+    """
+    if activation == "relu" and z.shape[1] >= 2:
+        fused = fused_for(delta, z)
+        if fused is not None and hasattr(fused, "zero_where_zero_column_sums"):
+            return fused.zero_where_zero_column_sums(z, delta)
+    return DERIVATIVES[activation](z, delta, xp=xp), None
 
 
 class _PackedGradient:
@@ -204,17 +220,22 @@ class _PackedGradient:
         else:
             self._coefs, self._intercepts = [None] * layout.n_layers, [None] * layout.n_layers
 
-    def set_layer(self, i, a_transposed, delta):
+    def set_layer(self, i, a_transposed, delta, delta_sums=None):
+        """Layer ``i``'s gradient; its bias part is ``delta_sums`` when given (the column
+        sums of ``delta``, taken by a kernel on the way), else summed here."""
         xp, lib = self._xp, self._lib
         if self._flat is None:
             self._coefs[i] = xp.reshape(a_transposed @ delta, (-1,))
-            self._intercepts[i] = xp.sum(delta, axis=0)
+            self._intercepts[i] = xp.sum(delta, axis=0) if delta_sums is None else delta_sums
             return
         if lib is np and not isinstance(a_transposed, np.ndarray):  # scipy sparse X in the first layer
             self._coefs[i][...] = a_transposed @ delta
         else:
             lib.matmul(a_transposed, delta, out=self._coefs[i])
-        lib.sum(delta, 0, out=self._intercepts[i])
+        if delta_sums is None:
+            lib.sum(delta, 0, out=self._intercepts[i])
+        else:
+            self._intercepts[i][...] = delta_sums
 
     def flat(self):
         if self._flat is not None:
