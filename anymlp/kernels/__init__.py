@@ -1,7 +1,8 @@
 """Fused loops for the hot elementwise steps of training, where a namespace has them.
 
 Each step (the Adam and SGD updates, the end of the gradient, bias + ReLU,
-the ReLU derivative, the output softmax with the log loss) is written once against the array
+the ReLU derivative, the output softmax with the log loss, the bias
+gradients as column sums on the way) is written once against the array
 API next to the code that uses it; that version is the reference and runs on
 every namespace. On NumPy, several passes of array operations with a
 temporary each are memory bound (the Adam update over a (512, 512) network
