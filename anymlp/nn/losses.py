@@ -116,19 +116,14 @@ CANONICAL_OUTPUT = {
 }
 
 
-def loss_and_output_delta(loss, Z, Y, sample_weight, sw_sum, *, xp):
-    """The loss as :class:`LossTerms` (no L2 term) and the output layer's delta ``(P - Y) * sample_weight``.
+def loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, *, xp):
+    """The loss as :class:`LossTerms` (no L2 term), the output layer's delta ``(P - Y) *
+    sample_weight``, and ``sum(delta, axis=0)`` (its bias gradient) where a kernel takes it
+    in the same pass, else None.
 
     ``Z`` is the output layer's pre-activation, and may be overwritten;
     ``P`` is its canonical output activation.
     """
-    value, delta, _ = loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, xp=xp)
-    return value, delta
-
-
-def loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, *, xp):
-    """:func:`loss_and_output_delta`, and ``sum(delta, axis=0)`` where a kernel takes it
-    in the same pass (the output layer's bias gradient), else None."""
     fused = _fused_log_loss(loss, Z, Y, sample_weight)
     if fused is not None:  # NumPy: softmax, loss and delta in one pass after the exp
         per_output, delta, delta_sums = fused.softmax_log_loss(Z, Y)
