@@ -23,16 +23,17 @@ launches per step, equal to the reference to a few units in the last place.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 
 import numpy as np
-from array_api_compat import is_torch_array
 
 from anymlp._backend import fused_kernels_allowed
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _numba_module = None
 _numba_missing = False
+_torch_module = None
 
 
 def fused_for(written, *read):
@@ -42,17 +43,29 @@ def fused_for(written, *read):
     the loop's arithmetic is the dtype NumPy would use), ``written`` writable;
     the numba kernels. torch: contiguous tensors of one float dtype on one
     device; the torch kernels.
+
+    Asked about ten times a training step, so it is written for speed: on a
+    GPU, or on the CPU with a small network, the step's Python is a good part
+    of its time.
     """
     if type(written) is np.ndarray:
-        if not (written.dtype in _FLOATS and written.flags.writeable and written.flags.c_contiguous):
+        dtype = written.dtype
+        if not (dtype in _FLOATS and written.flags.writeable and written.flags.c_contiguous):
             return None
         for a in read:
-            if type(a) is not np.ndarray or a.dtype != written.dtype or not a.flags.c_contiguous:
+            if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
                 return None
         return _numba_kernels() if fused_kernels_allowed() else None
-    if is_torch_array(written) and _same_torch_layout(written, read):
+    if _is_tensor(written) and _same_torch_layout(written, read):
         return _torch_kernels() if fused_kernels_allowed() else None
     return None
+
+
+def _is_tensor(x) -> bool:
+    """``array_api_compat.is_torch_array`` at a quarter of its cost (no torch import: a
+    tensor's module is loaded already)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def affine_kernels_for(a, W, b):
@@ -62,10 +75,10 @@ def affine_kernels_for(a, W, b):
     them), but one dtype and device with W, and no autograd. NumPy has no
     such kernel, and asking must not load numba.
     """
-    if not is_torch_array(W):
+    if not _is_tensor(W):
         return None
     fused = fused_for(W, b)
-    if fused is None or not (is_torch_array(a) and a.dtype == W.dtype and a.device == W.device
+    if fused is None or not (_is_tensor(a) and a.dtype == W.dtype and a.device == W.device
                              and not a.requires_grad):
         return None
     return fused
@@ -80,8 +93,11 @@ def _same_torch_layout(written, read) -> bool:
     """
     if not (written.is_floating_point() and written.is_contiguous()) or written.requires_grad:
         return False
-    return all(is_torch_array(a) and a.dtype == written.dtype and a.device == written.device
-               and a.is_contiguous() and not a.requires_grad for a in read)
+    dtype, device = written.dtype, written.device
+    for a in read:
+        if not (_is_tensor(a) and a.dtype == dtype and a.device == device and a.is_contiguous()) or a.requires_grad:
+            return False
+    return True
 
 
 def fused_kernels_loaded() -> bool:
@@ -130,9 +146,12 @@ def denormals_flushed():
 
 
 def _torch_kernels():
-    from anymlp.kernels import _torch  # torch is imported already: the tensors are its
+    global _torch_module
+    if _torch_module is None:
+        from anymlp.kernels import _torch  # torch is imported already: the tensors are its
 
-    return _torch
+        _torch_module = _torch
+    return _torch_module
 
 
 def scalar(value, like):

@@ -140,11 +140,13 @@ def loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, *, xp):
 def _fused_log_loss(loss, Z, Y, sample_weight):
     """The kernels whose ``softmax_log_loss`` replaces the reference for this batch, or None.
 
-    NumPy's (numba) only, where every value is the reference's to the bit
-    (L-BFGS's line search and ``tol``-based stopping read the loss, and they
-    move on a last-bit difference): no sample weights; 2 to 128 outputs
-    (NumPy sums a single column pairwise, not row after row); float32 only with
-    a SciPy whose xlogy computes in float32.
+    No sample weights, two outputs or more, labels of Z's shape. On NumPy
+    (numba) only where every value is the reference's to the bit (L-BFGS's line
+    search and ``tol``-based stopping read the loss, and they move on a
+    last-bit difference): up to 128 outputs (NumPy sums a single column
+    pairwise, not row after row); float32 only with a SciPy whose xlogy
+    computes in float32. On torch, agreeing to a few units in the last place,
+    as every torch kernel does.
     """
     if loss != "log_loss" or sample_weight is not None or Y.shape != Z.shape or Z.shape[1] < 2:
         return None

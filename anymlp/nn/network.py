@@ -64,7 +64,8 @@ class Layout:
 
 def unpack(theta, layout: Layout, *, xp):
     """Views of ``theta`` as the lists ``(coefs, intercepts)``."""
-    if type(theta) is np.ndarray:  # twice a batch: array-api-compat's reshape costs 1.2 us more a call
+    if type(theta) is np.ndarray or is_torch_array(theta):
+        # Twice a batch: array-api-compat's reshape costs 0.5-1.2 us more a call.
         coefs = [theta[a:b].reshape(shape) for a, b, shape in layout.coef_slices]
     else:
         coefs = [xp.reshape(theta[a:b], shape) for a, b, shape in layout.coef_slices]
