@@ -535,6 +535,26 @@ def clip(x, low: float, high: float, *, xp):
     return xp.clip(x, low, high)
 
 
+def zeroed_where_zero(z, delta, *, xp):
+    """``xp.where(z == 0, 0.0, delta)``, bit for bit: the ReLU derivative; may overwrite ``delta``.
+
+    On NumPy, ``where`` with a data-dependent mask is branchy: at (200, 100)
+    it takes ~110 us, a quarter of a small network's training step when
+    numba is not loaded (scikit-learn's ``delta[z == 0] = 0`` as much). Here
+    delta's bits are ANDed with a mask of all ones where ``z != 0`` and of
+    zeros elsewhere: the same +0.0 where ``z`` is 0 or -0.0, delta's own
+    bits (NaN and signed zeros included) elsewhere, NaN in ``z`` included,
+    in ~15 us.
+    """
+    if array_api_compat.is_numpy_namespace(xp) and type(delta) is np.ndarray and delta.flags.writeable:
+        bits = np.dtype(f"i{delta.dtype.itemsize}")
+        mask = (z != 0).astype(bits)  # 1 where kept
+        np.negative(mask, out=mask)  # -1: every bit set
+        np.bitwise_and(delta.view(bits), mask, out=delta.view(bits))
+        return delta
+    return xp.where(z == 0, 0.0, delta)
+
+
 def expit(z, *, xp):
     """The logistic function ``1 / (1 + exp(-z))``, without overflow warnings, by the library's own.
 

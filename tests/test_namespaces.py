@@ -263,6 +263,47 @@ def test_clip_matches_the_standard_clip_bit_for_bit(backend, dtype):
     assert backend.numpy(x).tobytes() == values.tobytes()  # input untouched
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_relu_derivative_is_where_bit_for_bit(backend, dtype):
+    """``zeroed_where_zero`` (NumPy: delta's bits ANDed with a mask) is ``where(z == 0, 0, delta)``
+    to the bit: +0.0 where z is 0 or -0.0, delta kept (NaN, infinities, -0.0) elsewhere,
+    also where z is NaN; z untouched."""
+    import array_api_compat
+
+    from anymlp._backend import zeroed_where_zero
+
+    if backend.dtype_name is not None and backend.dtype_name != dtype:
+        pytest.skip("backend forces another dtype")
+    rng = np.random.default_rng(3)
+    z_values = np.maximum(rng.standard_normal((40, 9)), 0).astype(dtype)
+    z_values[0, :4] = [np.nan, -0.0, 0.0, np.inf]
+    d_values = rng.standard_normal((40, 9)).astype(dtype)
+    d_values[:2, :4] = [[np.inf, -np.inf, np.nan, -0.0], [-np.nan, -0.0, -1.0, np.inf]]
+    z, delta = backend.asarray(z_values), backend.asarray(d_values)
+    xp = array_api_compat.array_namespace(z)
+    expected = backend.numpy(xp.where(z == 0, 0.0, delta))
+    got = zeroed_where_zero(z, delta, xp=xp)
+    assert backend.is_own(got) and got.dtype == delta.dtype
+    assert backend.numpy(got).tobytes() == expected.tobytes()
+    assert backend.numpy(z).tobytes() == z_values.tobytes()
+
+
+def test_the_numpy_relu_derivative_takes_any_layout_and_read_only_delta():
+    from anymlp._backend import _numpy_namespace, zeroed_where_zero
+
+    rng = np.random.default_rng(4)
+    z = np.maximum(rng.standard_normal((30, 8)), 0)
+    delta = rng.standard_normal((30, 8))
+    expected = np.where(z == 0, 0.0, delta)
+    for z_in, delta_in in ((np.asfortranarray(z), delta[:, ::1].copy(order="F")), (z[::1], delta.copy())):
+        got = zeroed_where_zero(z_in, delta_in, xp=_numpy_namespace())
+        assert got.tobytes(order="C") == expected.tobytes()
+    frozen = delta.copy()
+    frozen.flags.writeable = False
+    got = zeroed_where_zero(z, frozen, xp=_numpy_namespace())
+    assert got.tobytes() == expected.tobytes() and frozen.tobytes() == delta.tobytes()
+
+
 @pytest.mark.parametrize("layout", ["coo", "csr", "csc"])
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_torch_sparse_X_trains_like_dense(layout, solver):

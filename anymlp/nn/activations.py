@@ -6,7 +6,7 @@ modify their input (it may be the user's X); a derivative may overwrite
 ``delta``, which the backward pass owns, and returns the result.
 """
 
-from anymlp._backend import expit
+from anymlp._backend import expit, zeroed_where_zero
 from anymlp.kernels import fused_for
 
 
@@ -63,7 +63,7 @@ def relu_derivative(z, delta, *, xp):
         fused.zero_where_zero(z.reshape(-1), delta.reshape(-1))
         return delta
     # where, not boolean-mask assignment: works on every namespace, no host sync.
-    return xp.where(z == 0, 0.0, delta)
+    return zeroed_where_zero(z, delta, xp=xp)
 
 
 DERIVATIVES = {

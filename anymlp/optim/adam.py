@@ -8,7 +8,7 @@ does; it matters only when ``v`` is tiny.
 import math
 from typing import Any, NamedTuple
 
-from anymlp.kernels import fused_for, scalar
+from anymlp.kernels import flat, fused_for, scalar
 from anymlp.optim.gradient import UnscaledGradient
 
 
@@ -43,13 +43,13 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
     if isinstance(grad, UnscaledGradient):
         fused, finishing = fused_for(theta, grad.raw, m, v), grad.fused_scalars(theta)
         if fused is not None and finishing is not None and hasattr(fused, "adam_unscaled"):
-            fused.adam_unscaled(*(a.reshape(-1) for a in (theta, grad.raw, m, v)), *finishing,
+            fused.adam_unscaled(*(flat(a) for a in (theta, grad.raw, m, v)), *finishing,
                                 *(scalar(c, theta) for c in constants))
             return theta, AdamState(t, m, v)
         grad = grad.finish(theta)
     fused = fused_for(theta, grad, m, v)
     if fused is not None:
-        fused.adam(*(a.reshape(-1) for a in (theta, grad, m, v)), *(scalar(c, theta) for c in constants))
+        fused.adam(*(flat(a) for a in (theta, grad, m, v)), *(scalar(c, theta) for c in constants))
         return theta, AdamState(t, m, v)
     m *= beta_1
     m += (1 - beta_1) * grad
