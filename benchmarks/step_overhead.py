@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
 import shlex
 import socket
 import statistics
@@ -41,6 +38,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist import Config, TorchLoop, machine_info, write_report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROWS, FEATURES, HIDDEN, CLASSES, BATCH, ALPHA, LR = 20000, 20, (32, 32), 10, 200, 1e-4, 1e-3
@@ -67,9 +67,6 @@ def _params(epochs):
 
 
 def torch_loop_fit(X, y, epochs):
-    sys.path.insert(0, str(HERE))
-    from mnist import Config, TorchLoop
-
     TorchLoop(Config("step", HIDDEN, "adam", BATCH, LR, alpha=ALPHA), epochs, seed=0).fit(X, y)
 
 
@@ -143,6 +140,20 @@ def run(name, data, epochs):
         torch_floor_fit(Xt, yt, epochs)
 
 
+def timed_steps(data, repeats, epochs) -> dict:
+    """Microseconds per step of each contender's fits, the order rotated each round."""
+    steps = epochs * (ROWS // BATCH)
+    for name in CONTENDERS:  # warm-up: imports, numba's load, first calls
+        run(name, data, 1)
+    raw = {name: [] for name in CONTENDERS}
+    for r in range(repeats):
+        for name in CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[: r % len(CONTENDERS)]:
+            start = time.perf_counter()
+            run(name, data, epochs)
+            raw[name].append((time.perf_counter() - start) / steps * 1e6)
+    return raw
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=9)
@@ -150,24 +161,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     import torch
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    limiter = threadpool_limits(1)  # noqa: F841 - held for the whole run
     warnings.simplefilter("ignore")  # ConvergenceWarning: the epochs are deliberately few
     rng = np.random.default_rng(0)
     X = rng.standard_normal((ROWS, FEATURES)).astype(np.float32)
     y = rng.integers(0, CLASSES, ROWS)
     data = (X, y, torch.from_numpy(X), torch.from_numpy(y))
-    steps = args.epochs * (ROWS // BATCH)
-    for name in CONTENDERS:  # warm-up: imports, numba's load, first calls
-        run(name, data, 1)
-    raw = {name: [] for name in CONTENDERS}
-    for r in range(args.repeats):
-        for name in CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[: r % len(CONTENDERS)]:
-            start = time.perf_counter()
-            run(name, data, args.epochs)
-            raw[name].append((time.perf_counter() - start) / steps * 1e6)
+    with threadpool_limits(1):
+        raw = timed_steps(data, args.repeats, args.epochs)
     floor = statistics.median(raw["torch floor"])
     print(f"\n{'contender':<24} {'us/step':>8} {'(min)':>7} {'x floor':>8}")
     summary = {}
@@ -175,29 +178,17 @@ def main(argv=None) -> int:
         med = statistics.median(raw[name])
         summary[name] = {"median_us_per_step": med, "min_us_per_step": min(raw[name]), "x_torch_floor": med / floor}
         print(f"{name:<24} {med:>8.0f} {min(raw[name]):>7.0f} {med / floor:>8.2f}")
-    import anymlp
-    import sklearn
-
     report = {
         "benchmark": "step_overhead",
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "problem": {"rows": ROWS, "features": FEATURES, "hidden": HIDDEN, "classes": CLASSES, "batch": BATCH,
                     "solver": "adam", "epochs": args.epochs, "threads": 1},
-        "machine": {
-            "host": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "load_average": os.getloadavg(),
-            "versions": {"numpy": np.__version__, "sklearn": sklearn.__version__, "torch": torch.__version__,
-                         "anymlp": anymlp.__version__},
-            "threadpools": threadpool_info(),
-        },
+        "machine": machine_info(),
         "raw_us_per_step": raw,
         "summary": summary,
     }
-    out = args.out or HERE / "results" / f"step-overhead-{dt.date.today()}-{socket.gethostname()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out}")
+    write_report(args.out or HERE / "results" / f"step-overhead-{dt.date.today()}-{socket.gethostname()}.json", report)
     return 0
 
 
