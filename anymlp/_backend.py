@@ -546,7 +546,8 @@ def zeroed_where_zero(z, delta, *, xp):
     bits (NaN and signed zeros included) elsewhere, NaN in ``z`` included,
     in ~15 us.
     """
-    if array_api_compat.is_numpy_namespace(xp) and type(delta) is np.ndarray and delta.flags.writeable:
+    if (array_api_compat.is_numpy_namespace(xp) and type(delta) is np.ndarray and delta.flags.writeable
+            and delta.dtype.kind == "f" and delta.dtype.itemsize in (2, 4, 8) and delta.shape == z.shape):
         bits = np.dtype(f"i{delta.dtype.itemsize}")
         mask = (z != 0).astype(bits)  # 1 where kept
         np.negative(mask, out=mask)  # -1: every bit set

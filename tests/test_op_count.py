@@ -5,7 +5,7 @@ import pytest
 
 from anymlp.nn import Architecture, Layout, loss_and_grad
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
-from anymlp.testing import count_array_ops
+from anymlp.testing import count_array_ops, count_torch_ops
 
 xps = pytest.importorskip("array_api_strict")
 
@@ -67,6 +67,30 @@ def test_the_loop_adds_only_the_row_gathers_to_each_step():
     ops_of_a_fit(16)  # one-time setup (the L2 mask is made once per fit setting)
     per_batch = (ops_of_a_fit(8) - ops_of_a_fit(16)) / 4  # 8 batches vs 4
     assert per_batch == sum(_ops_per_step((16,))) + 2
+
+
+def test_the_torch_loop_adds_only_two_index_selects_to_each_step():
+    """On torch the batch's rows come by ``index_select``, one launch each (array-api-compat's
+    ``take`` wraps negative indices first: three launches more a gather)."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    from anymlp import MLPClassifier
+
+    rng = np.random.RandomState(0)
+    X, y = torch.asarray(rng.normal(size=(64, 20))), torch.asarray(np.arange(64) % 10)
+
+    def ops_of_a_fit(batch_size):
+        est = MLPClassifier((16,), batch_size=batch_size, max_iter=1, random_state=0)
+        with warnings.catch_warnings(), count_torch_ops() as counts:
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+        return counts
+
+    ops_of_a_fit(16)
+    eight, four = ops_of_a_fit(8), ops_of_a_fit(16)
+    per_batch = {name: (eight[name] - four[name]) / 4 for name in eight if eight[name] != four[name]}
+    assert per_batch["index_select"] == 2 and not {"where", "lt"} & set(per_batch)
 
 
 def test_counter_counts_and_restores():

@@ -214,6 +214,22 @@ def test_softmax_log_loss_agrees_with_reference(dtype, k, spy):
         _assert_close(a, b, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_log_loss_clips_saturated_probabilities_at_both_ends(dtype, spy):
+    """Every row saturated: each part is n * log(1 - eps) (or log(eps)) in both, so a clip
+    bound missing on either side moves the parts far beyond a few units in the last place."""
+    Z = torch.tensor([[100.0, 0.0]] * 30 + [[0.0, 100.0]] * 20, dtype=getattr(torch, dtype))
+    for Y in (Z.gt(50).to(Z.dtype), Z.lt(50).to(Z.dtype)):  # on the large logit, then the small one
+        def run(z):
+            terms, delta, _ = loss_delta_and_column_sums("log_loss", z, Y, None, 50, xp=xt)
+            return terms.per_output, delta
+
+        (fused, _), (reference, _) = _both(run, Z)
+        for a, b in zip(fused, reference):
+            _assert_close(a, b, dtype)
+    assert spy.count("softmax_log_loss") == 2
+
+
 def test_weighted_log_loss_keeps_the_reference_loss_with_the_fused_softmax(spy):
     Z = torch.tensor(np.random.default_rng(4).normal(size=(20, 3)))
     Y = torch.nn.functional.one_hot(torch.arange(20) % 3, 3).double()

@@ -125,7 +125,7 @@ def loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, *, xp):
     ``P`` is its canonical output activation.
     """
     fused = _fused_log_loss(loss, Z, Y, sample_weight)
-    if fused is not None:  # NumPy: softmax, loss and delta in one pass after the exp
+    if fused is not None:  # softmax, loss and delta together (NumPy: one pass after the exp)
         per_output, delta, delta_sums = fused.softmax_log_loss(Z, Y)
         return LossTerms(per_output, LOSSES[loss][1], sw_sum), delta, delta_sums
     P = _output_activation(loss, Z, xp=xp)
@@ -153,7 +153,7 @@ def _fused_log_loss(loss, Z, Y, sample_weight):
     fused = fused_for(Z, Y)
     if fused is None or not hasattr(fused, "softmax_log_loss") or Z.shape[1] > fused.MAX_SOFTMAX_COLUMNS:
         return None
-    if Z.dtype == np.float32 and not XLOGY_FLOAT32_IN_FLOAT32:
+    if type(Z) is np.ndarray and Z.dtype == np.float32 and not XLOGY_FLOAT32_IN_FLOAT32:
         return None
     return fused
 

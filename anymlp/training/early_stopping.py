@@ -14,7 +14,7 @@ def split_validation(n_samples: int, fraction: float, random_state, stratify=Non
     itself, so the same rows are held out as in scikit-learn.
     """
     train, validation = train_test_split(
-        np.arange(n_samples), random_state=random_state, test_size=fraction, stratify=stratify
+        np.arange(n_samples, dtype=np.int64), random_state=random_state, test_size=fraction, stratify=stratify
     )
     if validation.shape[0] < 2:
         raise ValueError(

@@ -76,7 +76,10 @@ def take_rows(X, index, *, xp):
     if sp.issparse(X) or isinstance(X, np.ndarray):
         return X[index]
     if isinstance(index, slice):
-        return X[index, ...]  # the trailing ellipsis is what the standard asks for
+        if not (is_torch_array(X) and X.is_sparse):
+            return X[index, ...]  # the trailing ellipsis is what the standard asks for
+        # torch's sparse COO has no strided views: a slice becomes its rows' indices.
+        index = xp.arange(*index.indices(X.shape[0]), device=X.device)
     if is_torch_array(X):
         # array-api-compat's take wraps negative indices first: three more launches a
         # gather on a GPU (two gathers a batch), for indices that are never negative here.
@@ -247,7 +250,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     either), scikit-learn's ValueError about non-finite weights is raised.
     """
     n = data.n_samples
-    order_host = np.arange(n, dtype=int)
+    order_host = np.arange(n, dtype=np.int64)  # torch's sparse index_select takes int64 only
     n_batches = math.ceil(n / settings.batch_size)
     copy = lambda a: snapshot(a, xp=xp)  # noqa: E731
     # Parameters and optimizer state after the last finite epoch: what divergence and
