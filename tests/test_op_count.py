@@ -45,51 +45,44 @@ def test_two_hidden_layer_adam_step_stays_lean():
     assert backprop + update <= 47
 
 
-def test_the_loop_adds_only_the_row_gathers_to_each_step():
-    """Per batch, a fit runs the step and gathers the batch's rows of X and Y, nothing else:
-    the batch losses are combined on the host once per epoch, not on the device per batch."""
+def _ops_per_batch(X, y, counting):
+    """What one more batch adds to a one-epoch fit of a (16,) network, by operation name:
+    a fit of 8 batches minus one of 4, over 4, after a fit that made the one-time setup
+    (the L2 mask is made once per fit setting)."""
     import warnings
 
     from anymlp import MLPClassifier
 
-    device = xps.Device("device1")
-    rng = np.random.RandomState(0)
-    X = xps.asarray(rng.normal(size=(64, 20)), device=device)
-    y = xps.asarray(np.arange(64) % 10, device=device)
-
     def ops_of_a_fit(batch_size):
         est = MLPClassifier((16,), batch_size=batch_size, max_iter=1, random_state=0)
-        with warnings.catch_warnings(), count_array_ops(xps) as counts:
-            warnings.simplefilter("ignore")
-            est.fit(X, y)
-        return sum(counts.values())
-
-    ops_of_a_fit(16)  # one-time setup (the L2 mask is made once per fit setting)
-    per_batch = (ops_of_a_fit(8) - ops_of_a_fit(16)) / 4  # 8 batches vs 4
-    assert per_batch == sum(_ops_per_step((16,))) + 2
-
-
-def test_the_torch_loop_adds_only_two_index_selects_to_each_step():
-    """On torch the batch's rows come by ``index_select``, one launch each (array-api-compat's
-    ``take`` wraps negative indices first: three launches more a gather)."""
-    import warnings
-
-    torch = pytest.importorskip("torch")
-    from anymlp import MLPClassifier
-
-    rng = np.random.RandomState(0)
-    X, y = torch.asarray(rng.normal(size=(64, 20))), torch.asarray(np.arange(64) % 10)
-
-    def ops_of_a_fit(batch_size):
-        est = MLPClassifier((16,), batch_size=batch_size, max_iter=1, random_state=0)
-        with warnings.catch_warnings(), count_torch_ops() as counts:
+        with warnings.catch_warnings(), counting() as counts:
             warnings.simplefilter("ignore")
             est.fit(X, y)
         return counts
 
     ops_of_a_fit(16)
-    eight, four = ops_of_a_fit(8), ops_of_a_fit(16)
-    per_batch = {name: (eight[name] - four[name]) / 4 for name in eight if eight[name] != four[name]}
+    eight, four = ops_of_a_fit(8), ops_of_a_fit(16)  # 64 rows: 8 batches vs 4
+    return {name: (eight[name] - four[name]) / 4 for name in eight.keys() | four.keys() if eight[name] != four[name]}
+
+
+def test_the_loop_adds_only_the_row_gathers_to_each_step():
+    """Per batch, a fit runs the step and gathers the batch's rows of X and Y, nothing else:
+    the batch losses are combined on the host once per epoch, not on the device per batch."""
+    device = xps.Device("device1")
+    rng = np.random.RandomState(0)
+    X = xps.asarray(rng.normal(size=(64, 20)), device=device)
+    y = xps.asarray(np.arange(64) % 10, device=device)
+    per_batch = _ops_per_batch(X, y, lambda: count_array_ops(xps))
+    assert sum(per_batch.values()) == sum(_ops_per_step((16,))) + 2
+
+
+def test_the_torch_loop_adds_only_two_index_selects_to_each_step():
+    """On torch the batch's rows come by ``index_select``, one launch each (array-api-compat's
+    ``take`` wraps negative indices first: three launches more a gather)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X, y = torch.asarray(rng.normal(size=(64, 20))), torch.asarray(np.arange(64) % 10)
+    per_batch = _ops_per_batch(X, y, count_torch_ops)
     assert per_batch["index_select"] == 2 and not {"where", "lt"} & set(per_batch)
 
 
