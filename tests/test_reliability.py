@@ -51,6 +51,92 @@ def test_bad_X_is_refused_before_training(backend, digits, name, corrupt, match)
         MLPClassifier(max_iter=1).fit(Xb, yb)
 
 
+# Host X's NaN/inf check: a BLAS probe first (X @ ones), scikit-learn's own check when the
+# probe is not clean. The outcome must be scikit-learn's for every layout and bad value.
+def _layouts(X):
+    return {"C": np.ascontiguousarray(X), "F": np.asfortranarray(X), "strided": np.repeat(X, 2, axis=1)[:, ::2]}
+
+
+HUGE = np.finfo(np.float32).max
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value, at", [
+    (np.nan, (0, 0)), (np.inf, (239, 63)), (-np.inf, (100, 7)), (HUGE, (5, 5)), (None, None)])
+def test_host_X_finiteness_is_scikit_learns(digits, layout, dtype, value, at):
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+    from sklearn.utils.validation import validate_data
+
+    X, y = digits
+    X = X.astype(dtype)
+    if value is not None:
+        X[at] = value
+    if value == HUGE:
+        X[:, :] = value  # every value finite, every row sum overflows
+    X = _layouts(X)[layout]
+
+    def outcome(validate):
+        try:
+            validate()
+        except ValueError as error:
+            return str(error).replace("SkMLPClassifier", "MLPClassifier")
+        return "accepted"
+
+    ours = outcome(lambda: MLPClassifier()._validate_fit_data(X, y, reset=True))
+    theirs = outcome(lambda: validate_data(SkMLPClassifier(), X, y, multi_output=True, reset=True,
+                                           dtype=(np.float64, np.float32), accept_sparse=["csr", "csc"]))
+    assert ours == theirs
+    assert (ours == "accepted") == (value is None or value == HUGE)
+
+
+def test_host_X_probe_replaces_scikit_learns_first_pass(monkeypatch, digits):
+    from anymlp.estimators import _validation
+
+    seen = []
+    original = _validation.validate_data
+    monkeypatch.setattr(_validation, "validate_data",
+                        lambda *a, **k: seen.append(k.get("ensure_all_finite", True)) or original(*a, **k))
+    X, y = digits
+    MLPClassifier()._validate_fit_data(X, y, reset=True)  # clean: scikit-learn skips its pass
+    bad = X.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(ValueError, match="contains NaN"):
+        MLPClassifier()._validate_fit_data(bad, y, reset=True)
+    MLPClassifier()._validate_fit_data(X.tolist(), y, reset=True)  # a list: scikit-learn's way
+    assert seen == [False, True, True]
+
+
+def test_bad_X_is_reported_before_bad_y_as_in_scikit_learn(digits):
+    X, y = digits
+    X, y = X.copy(), y.astype(float)
+    X[1, 1], y[2] = np.nan, np.inf
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        MLPRegressor(max_iter=1).fit(X, y)
+
+
+def test_assume_finite_skips_the_check_as_in_scikit_learn(digits):
+    import sklearn
+
+    X, y = digits
+    X = X.copy()
+    X[0, 0] = np.nan
+    with sklearn.config_context(assume_finite=True):
+        Xv, _ = MLPClassifier()._validate_fit_data(X, y, reset=True)
+    assert np.isnan(Xv[0, 0])
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN"), (np.inf, "infinity")])
+def test_predict_refuses_bad_X_in_any_layout(digits, layout, bad, message):
+    X, y = digits
+    model = quiet(MLPClassifier(max_iter=3, random_state=0).fit, X, y)
+    X = X.copy()
+    X[200, 50] = bad
+    with pytest.raises(ValueError, match=f"Input X contains {message}"):
+        model.predict_proba(_layouts(X)[layout])
+
+
 def test_nan_in_targets_and_weights(backend, digits):
     X, y = digits
     y_bad = y.astype(float)

@@ -11,12 +11,49 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sklearn
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from anymlp._backend import backend_name, device_of, float_dtype, input_namespace, is_device_array, to_host
 
 
 _HOST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def validate_host_fit_data(estimator, X, y, **kwargs):
+    """``validate_data(estimator, X, y, **kwargs)``, X's NaN/inf check done by a faster probe.
+
+    scikit-learn's first pass over X is ``np.sum(X)`` on one thread: 28 ms for
+    MNIST's 47M float32 values, 44 ms in float64, most of a fit's setup. When
+    :func:`_certainly_finite` clears X first, ``validate_data`` skips that pass;
+    otherwise X takes scikit-learn's own check, so every message (and which of
+    X and y is reported first) is scikit-learn's.
+    """
+    if _certainly_finite(X):
+        kwargs["ensure_all_finite"] = False
+    return validate_data(estimator, X, y, **kwargs)
+
+
+def _certainly_finite(X) -> bool:
+    """True when X is a 2-D NumPy float32/float64 array holding finite values only.
+
+    A contiguous X is probed by ``X @ ones``, its row sums, through BLAS
+    (multithreaded: 9 ms on MNIST's float32, 15 ms in float64), then their sum;
+    a strided one, which a product would copy, by scikit-learn's ``np.sum``.
+    NaN and infinities carry through both (NaN * 1, inf * 1 and inf - inf are
+    not finite, and a product with no zero in the vector skips nothing). False
+    also when a sum merely overflows, and for anything else (lists, pandas,
+    sparse, other dtypes): scikit-learn's check then decides. False, too, under
+    scikit-learn's ``assume_finite``, which skips the check altogether.
+    """
+    if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype in _HOST_FLOATS and X.size):
+        return False
+    if sklearn.get_config()["assume_finite"]:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        if X.flags.c_contiguous or X.flags.f_contiguous:
+            return bool(np.isfinite(np.add.reduce(X @ np.ones(X.shape[1], X.dtype))))
+        return bool(np.isfinite(np.add.reduce(X, axis=None)))
 
 
 def validate_predict_host_X(estimator, X):
@@ -41,10 +78,8 @@ def _plainly_valid(estimator, X) -> bool:
         return False
     if X.shape[1] != estimator.n_features_in_ or hasattr(estimator, "feature_names_in_"):
         return False
-    with np.errstate(over="ignore", invalid="ignore"):
-        # scikit-learn's own first pass: a finite sum means finite values. A sum that
-        # overflows (or a NaN) sends X the long way, which finds out which it is.
-        return bool(np.isfinite(np.add.reduce(X, axis=None)))
+    # A NaN, an infinity or an overflowing sum sends X the long way, which finds out which.
+    return _certainly_finite(X)
 
 
 def check_same_library(X, *others, names=("y", "sample_weight")):

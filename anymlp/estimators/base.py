@@ -21,7 +21,7 @@ from sklearn import get_config as get_sklearn_config
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d
 
 from anymlp import __version__
 from anymlp._backend import (
@@ -44,7 +44,9 @@ from anymlp._backend import (
     to_host,
     to_namespace_of,
 )
-from anymlp.estimators._validation import check_device_X, check_same_library, check_sample_weight, validate_predict_host_X
+from anymlp.estimators._validation import (
+    check_device_X, check_same_library, check_sample_weight, validate_host_fit_data, validate_predict_host_X,
+)
 from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
 from anymlp.kernels import denormals_flushed, fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
@@ -338,7 +340,7 @@ class BaseMLP(BaseEstimator):
             X = check_device_X(X, xp=xp, estimator=self, reset=reset)
             y = self._validate_target_beside_device_X(y, X.shape[0], xp=xp)
         else:
-            X, y = validate_data(
+            X, y = validate_host_fit_data(
                 self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                 y_numeric=not self._is_classifier, dtype=(np.float64, np.float32), reset=reset,
             )
