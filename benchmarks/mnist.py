@@ -14,7 +14,7 @@ What is measured (all reported per configuration and contender):
 - ratios of that median to scikit-learn's and to the PyTorch loop's, and to the GEMM floor
   (the same epoch's matrix products alone, timed with NumPy at the exact shapes).
 - paired ratios: each repeat's time over scikit-learn's (or the PyTorch loop's) in the
-  same repeat, a minute apart at most; their median and range. A host whose speed drifts
+  same repeat, the contenders run back to back; their median and range. A host whose speed drifts
   between repeats (this one moves by up to 2x) moves both sides of a pair alike, so these
   are steadier than the ratio of medians. The targets are judged on the ratio of medians
   as before; the paired figure is printed beside it.
@@ -606,7 +606,7 @@ def paired_ratios(raw: dict, name: str, base: str) -> dict | None:
     """Median, min and max over repeats of ``name``'s time / ``base``'s in the same repeat."""
     if base not in raw:
         return None
-    ratios = [a / b for a, b in zip(raw[name]["seconds_per_epoch"], raw[base]["seconds_per_epoch"])]
+    ratios = [a / b for a, b in zip(raw[name]["seconds_per_epoch"], raw[base]["seconds_per_epoch"], strict=True)]
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 

@@ -51,90 +51,137 @@ def test_bad_X_is_refused_before_training(backend, digits, name, corrupt, match)
         MLPClassifier(max_iter=1).fit(Xb, yb)
 
 
-# Host X's NaN/inf check: a BLAS probe first (X @ ones), scikit-learn's own check when the
-# probe is not clean. The outcome must be scikit-learn's for every layout and bad value.
+# Host X's NaN/inf check: a BLAS probe first (X @ ones) for large wide X, np.sum for the rest,
+# scikit-learn's own check when neither is clean. The outcome must be scikit-learn's.
 def _layouts(X):
-    return {"C": np.ascontiguousarray(X), "F": np.asfortranarray(X), "strided": np.repeat(X, 2, axis=1)[:, ::2]}
+    return {
+        "C": np.ascontiguousarray(X), "F": np.asfortranarray(X), "strided": np.repeat(X, 2, axis=1)[:, ::2],
+        "one column": np.ascontiguousarray(X[:, 5:6]), "one row": np.ascontiguousarray(X[-1:]),
+    }
 
 
 HUGE = np.finfo(np.float32).max
 
 
-@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.fixture(scope="module")
+def wide():
+    """Large enough (70400 values, 64 wide) for the BLAS probe."""
+    rng = np.random.default_rng(0)
+    return rng.random((1100, 64)), rng.integers(0, 3, 1100)
+
+
+def _outcome(validate):
+    try:
+        validate()
+    except ValueError as error:
+        return str(error).replace("SkMLPClassifier", "MLPClassifier").replace("SkMLPRegressor", "MLPRegressor")
+    return "accepted"
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "one column", "one row"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("value, at", [
-    (np.nan, (0, 0)), (np.inf, (239, 63)), (-np.inf, (100, 7)), (HUGE, (5, 5)), (None, None)])
-def test_host_X_finiteness_is_scikit_learns(digits, layout, dtype, value, at):
+    (np.nan, (0, 0)), (np.inf, (1099, 63)), (-np.inf, (1099, 5)), (HUGE, None), (None, None)])
+def test_host_X_finiteness_is_scikit_learns(wide, layout, dtype, value, at):
     from sklearn.neural_network import MLPClassifier as SkMLPClassifier
     from sklearn.utils.validation import validate_data
 
-    X, y = digits
+    X, y = wide
     X = X.astype(dtype)
-    if value is not None:
-        X[at] = value
     if value == HUGE:
-        X[:, :] = value  # every value finite, every row sum overflows
+        X[:, :] = value  # every value finite, every sum overflows
+    elif value is not None:
+        X[at] = value
     X = _layouts(X)[layout]
+    y = y[: X.shape[0]]
 
-    def outcome(validate):
-        try:
-            validate()
-        except ValueError as error:
-            return str(error).replace("SkMLPClassifier", "MLPClassifier")
-        return "accepted"
-
-    ours = outcome(lambda: MLPClassifier()._validate_fit_data(X, y, reset=True))
-    theirs = outcome(lambda: validate_data(SkMLPClassifier(), X, y, multi_output=True, reset=True,
-                                           dtype=(np.float64, np.float32), accept_sparse=["csr", "csc"]))
+    ours = _outcome(lambda: MLPClassifier()._validate_fit_data(X, y, reset=True))
+    theirs = _outcome(lambda: validate_data(SkMLPClassifier(), X, y, multi_output=True, reset=True,
+                                            dtype=(np.float64, np.float32), accept_sparse=["csr", "csc"]))
     assert ours == theirs
-    assert (ours == "accepted") == (value is None or value == HUGE)
+    assert (ours == "accepted") == bool(np.isfinite(X).all())
 
 
-def test_host_X_probe_replaces_scikit_learns_first_pass(monkeypatch, digits):
+def test_host_X_probe_replaces_scikit_learns_first_pass(monkeypatch, wide):
     from anymlp.estimators import _validation
 
     seen = []
     original = _validation.validate_data
     monkeypatch.setattr(_validation, "validate_data",
                         lambda *a, **k: seen.append(k.get("ensure_all_finite", True)) or original(*a, **k))
-    X, y = digits
-    MLPClassifier()._validate_fit_data(X, y, reset=True)  # clean: scikit-learn skips its pass
+    X, y = wide
+    for clean in (X, np.asfortranarray(X), X[:20]):  # the BLAS probe twice, np.sum once
+        MLPClassifier()._validate_fit_data(clean, y[: clean.shape[0]], reset=True)
     bad = X.copy()
     bad[3, 3] = np.nan
     with pytest.raises(ValueError, match="contains NaN"):
         MLPClassifier()._validate_fit_data(bad, y, reset=True)
     MLPClassifier()._validate_fit_data(X.tolist(), y, reset=True)  # a list: scikit-learn's way
-    assert seen == [False, True, True]
+    assert seen == [False, False, False, True, True]
 
 
-def test_bad_X_is_reported_before_bad_y_as_in_scikit_learn(digits):
-    X, y = digits
+@pytest.mark.parametrize("estimator, bad_y", [
+    ("MLPRegressor", lambda y: np.where(np.arange(len(y)) == 7, np.nan, y)),
+    ("MLPRegressor", lambda y: np.column_stack([y, np.where(np.arange(len(y)) == 9, np.inf, y)])),
+    ("MLPClassifier", lambda y: np.where(np.arange(len(y)) == 3, np.nan, y)),
+])
+def test_bad_y_beside_clean_probed_X_is_scikit_learns_error(wide, estimator, bad_y):
+    import sklearn.neural_network
+
+    import anymlp
+
+    X, y = wide
+    y = bad_y(y.astype(float))
+    ours = _outcome(lambda: getattr(anymlp, estimator)(max_iter=1).fit(X, y))
+    theirs = _outcome(lambda: getattr(sklearn.neural_network, estimator)(max_iter=1).fit(X, y))
+    assert ours == theirs and "y contains" in ours
+
+
+def test_bad_X_is_reported_before_bad_y_as_in_scikit_learn(wide):
+    X, y = wide
     X, y = X.copy(), y.astype(float)
     X[1, 1], y[2] = np.nan, np.inf
     with pytest.raises(ValueError, match="Input X contains NaN"):
         MLPRegressor(max_iter=1).fit(X, y)
 
 
-def test_assume_finite_skips_the_check_as_in_scikit_learn(digits):
+def test_assume_finite_skips_the_check_as_in_scikit_learn(monkeypatch, wide):
     import sklearn
 
-    X, y = digits
-    X = X.copy()
-    X[0, 0] = np.nan
+    from anymlp.estimators import _validation
+
+    X, y = wide
+    model = quiet(MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit, X, y)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    calls = []
+    original = _validation.validate_data
+    monkeypatch.setattr(_validation, "validate_data", lambda *a, **k: calls.append(k) or original(*a, **k))
     with sklearn.config_context(assume_finite=True):
-        Xv, _ = MLPClassifier()._validate_fit_data(X, y, reset=True)
-    assert np.isnan(Xv[0, 0])
+        Xv, _ = MLPClassifier()._validate_fit_data(bad, y, reset=True)
+        assert np.isnan(Xv[0, 0])
+        assert calls[-1]["ensure_all_finite"] is False
+        calls.clear()
+        model.predict_proba(X[:1])  # the predict shortcut, as without assume_finite
+        assert calls == []
 
 
-@pytest.mark.parametrize("layout", ["C", "F", "strided"])
-@pytest.mark.parametrize("bad, message", [(np.nan, "NaN"), (np.inf, "infinity")])
-def test_predict_refuses_bad_X_in_any_layout(digits, layout, bad, message):
-    X, y = digits
-    model = quiet(MLPClassifier(max_iter=3, random_state=0).fit, X, y)
-    X = X.copy()
-    X[200, 50] = bad
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "one row"])
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN"), (np.inf, "infinity"), (HUGE, None)])
+def test_predict_refuses_bad_X_in_any_layout(wide, layout, bad, message):
+    X, y = wide
+    model = quiet(MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit, X, y)
+    X = X.astype(np.float32)
+    if bad == HUGE:
+        X[:, :] = bad
+    else:
+        X[-1, 50] = bad
+    X = _layouts(X)[layout]
+    if message is None:  # finite values whose sums overflow: predicted, as by scikit-learn
+        assert model.predict_proba(X).shape == (X.shape[0], 3)
+        return
     with pytest.raises(ValueError, match=f"Input X contains {message}"):
-        model.predict_proba(_layouts(X)[layout])
+        model.predict_proba(X)
 
 
 def test_nan_in_targets_and_weights(backend, digits):
