@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import math
 import os
 import re
 import sys
@@ -95,7 +96,7 @@ def setting(key: str):
     else:
         value = os.environ.get(_ENV[key]) or None
         if key == "fit_memory_budget" and value is not None:
-            value = int(float(value))
+            value = _env_bytes(key, value)
         if key == "flush_denormals" and value is not None:
             value = _env_boolean(key, value)
     if key == "kernels":
@@ -103,6 +104,17 @@ def setting(key: str):
     if key == "flush_denormals":
         return bool(value)
     return value
+
+
+def _env_bytes(key: str, text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{_ENV[key]}={text!r} is not a positive number of bytes; write it out, "
+                         "e.g. 2e9 for 2 GB.")
+    return int(value)
 
 
 def _env_boolean(key: str, text: str) -> bool:
@@ -122,7 +134,9 @@ def _checked(**settings) -> dict:
         settings.get(k, _UNSET) for k in ("backend", "fit_memory_budget", "kernels", "flush_denormals"))
     if backend not in (_UNSET, None):
         _check_backend_name(backend)
-    if budget not in (_UNSET, None) and not budget > 0:
+    if budget not in (_UNSET, None) and not (
+            isinstance(budget, (int, float, np.integer, np.floating)) and not isinstance(budget, bool)
+            and budget > 0 and math.isfinite(budget)):
         raise ValueError(f"fit_memory_budget must be a positive number of bytes or None; got {budget!r}.")
     if kernels not in (_UNSET, None) and kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}; got {kernels!r}.")
@@ -305,14 +319,39 @@ def _parse_device(xp, device):
     if name == "cupy":
         return _cupy_device(device)
     if name == "array_api_strict" and isinstance(device, str):
-        return xp.Device(device)
+        return _strict_device(xp, device)
     return device
+
+
+def _strict_device(xp, device: str):
+    if device == "cpu":
+        return xp.Device("CPU_DEVICE")  # array_api_strict's own CPU
+    try:
+        return xp.Device(device)
+    except ValueError:
+        raise ValueError(
+            f"device={device!r} is not an array_api_strict device; use 'cpu' (its 'CPU_DEVICE'), "
+            "'device1' or 'device2'."
+        ) from None
 
 
 def _torch_device(device):
     import torch
 
-    dev = torch.device(device)
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device={device!r}: give a device name such as 'cuda', 'cuda:1' or 'cpu'.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a device name torch knows; use 'cpu', 'cuda', 'cuda:N', "
+            "'mps', or another torch device type."
+        ) from None
+    if dev.type not in ("cpu", "cuda") and not _torch_device_type_available(torch, dev.type):
+        raise BackendUnavailableError(
+            f"device={str(device)!r} was requested but torch {torch.__version__} cannot compute "
+            f"on {dev.type!r} devices here. Use device='cpu', or a CUDA device where there is one."
+        )
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = dev.index or 0
@@ -328,6 +367,15 @@ def _torch_device(device):
             # at fit time and inputs moved later agree after a torch.cuda.set_device().
             dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+def _torch_device_type_available(torch, device_type: str) -> bool:
+    """Can this torch compute on ``device_type`` (mps, xpu, ...)? 'meta' holds no data: no."""
+    if device_type == "mps":
+        return torch.backends.mps.is_available()
+    module = getattr(torch, device_type, None)
+    is_available = getattr(module, "is_available", None)
+    return bool(is_available()) if callable(is_available) else False
 
 
 def _cupy_device(device):
@@ -616,6 +664,23 @@ def squared_norm(w, *, xp):
         # the inner product itself: no copy. Not yet timed on a GPU.
         return w @ w
     return xp.vecdot(w, w)
+
+
+def is_sparse_tensor(x) -> bool:
+    """A torch tensor in a sparse layout (COO, CSR, CSC, BSR, BSC)."""
+    return array_api_compat.is_torch_array(x) and x.layout is not sys.modules["torch"].strided
+
+
+def sparse_tensor_to_scipy(x):
+    """A 2-D sparse torch tensor as a SciPy CSR matrix on the host, for the NumPy backend
+    (which computes with SciPy's sparse matrices) or to be densified for another library."""
+    import scipy.sparse
+
+    coo = x.detach().to_sparse_coo().coalesce().cpu()
+    if coo.sparse_dim() != 2:  # hybrid: dense rows under a sparse first axis
+        return scipy.sparse.csr_matrix(coo.to_dense().numpy())
+    rows, cols = coo.indices().numpy()
+    return scipy.sparse.csr_matrix((coo.values().numpy(), (rows, cols)), shape=tuple(coo.shape))
 
 
 def to_host(x) -> np.ndarray:

@@ -423,3 +423,157 @@ def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weigh
         assert loss == pytest.approx(float(to_host(expected)), abs=1e5 * float(np.finfo(dtype).eps))
     else:
         assert loss == float(to_host(expected))
+
+
+# ------------------------------------------------- sparse torch input beyond the torch backend
+
+
+def _sparse_problem(torch):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(60, 4)) * (rng.uniform(size=(60, 4)) > 0.5)
+    return X, (X[:, 0] > 0).astype(np.int64), torch.asarray(X).to_sparse()
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")])
+def test_torch_sparse_X_with_bad_values_gets_scikit_learns_message(layout, bad, message):
+    torch = pytest.importorskip("torch")
+    X, y, _ = _sparse_problem(torch)
+    X[7, 2] = bad
+    dense = torch.asarray(X)
+    sparse = dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()
+    with pytest.raises(ValueError, match=f"Input X contains {message}"):
+        MLPClassifier(max_iter=1).fit(sparse, torch.asarray(y))
+
+
+def test_torch_sparse_X_on_the_numpy_backend_is_scipy_sparse_X():
+    """Computed on the host as SciPy's CSR matrix: the weights of a fit on that matrix, bit for bit."""
+    import scipy.sparse
+
+    torch = pytest.importorskip("torch")
+    X, y, sparse = _sparse_problem(torch)
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0)
+    ours = _fit_quietly(MLPClassifier(backend="numpy", **params), sparse, torch.asarray(y))
+    theirs = _fit_quietly(MLPClassifier(**params), scipy.sparse.csr_matrix(X), y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        assert np.array_equal(a, b)
+    proba = ours.predict_proba(sparse)
+    assert torch.is_tensor(proba)
+    assert np.array_equal(proba.numpy(), theirs.predict_proba(scipy.sparse.csr_matrix(X)))
+    # A model trained on NumPy predicts sparse torch input too (on torch: the input's library).
+    np.testing.assert_allclose(theirs.predict_proba(sparse).numpy(), proba.numpy(), rtol=1e-12)
+
+
+def test_torch_sparse_X_elsewhere_than_numpy_or_torch_says_so():
+    torch = pytest.importorskip("torch")
+    _, y, sparse = _sparse_problem(torch)
+    with pytest.raises(TypeError, match="Sparse X is supported on the NumPy backend only"):
+        MLPClassifier(max_iter=1, backend="array_api_strict").fit(sparse, torch.asarray(y))
+
+
+def test_torch_sparse_X_stays_on_its_device_under_a_memory_budget():
+    """The budget is for dense copies; sparse X is neither streamed nor densified."""
+    torch = pytest.importorskip("torch")
+    _, y, sparse = _sparse_problem(torch)
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0)
+    free = _fit_quietly(MLPClassifier(**params), sparse, torch.asarray(y))
+    with anymlp.config_context(fit_memory_budget=100):
+        budgeted = _fit_quietly(MLPClassifier(**params), sparse, torch.asarray(y))
+        proba = budgeted.predict_proba(sparse)
+    assert torch.equal(budgeted._theta, free._theta)
+    assert torch.equal(proba, free.predict_proba(sparse))
+
+
+def test_hybrid_sparse_torch_X_trains_as_its_dense_self():
+    torch = pytest.importorskip("torch")
+    X, y, _ = _sparse_problem(torch)
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0)
+    hybrid = _fit_quietly(MLPClassifier(**params), torch.asarray(X).to_sparse(sparse_dim=1), torch.asarray(y))
+    dense = _fit_quietly(MLPClassifier(**params), torch.asarray(X), torch.asarray(y))
+    assert torch.equal(hybrid._theta, dense._theta)
+
+
+@pytest.mark.parametrize("what", ["y", "sample_weight"])
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_sparse_torch_y_and_sample_weight_are_refused_plainly(what, estimator):
+    torch = pytest.importorskip("torch")
+    X, y, _ = _sparse_problem(torch)
+    X, y, sw = torch.asarray(X), torch.asarray(y).double(), torch.ones(60, dtype=torch.float64)
+    if what == "y":
+        y = y.to_sparse()
+    else:
+        sw = sw.to_sparse()
+    with pytest.raises(ValueError, match=f"{what} is a sparse torch tensor.*{what}.to_dense"):
+        estimator(max_iter=1).fit(X, y, sample_weight=sw)
+
+
+def test_a_zero_dimensional_torch_sample_weight_weighs_every_sample():
+    torch = pytest.importorskip("torch")
+    X, y, _ = _sparse_problem(torch)
+    X, y = torch.asarray(X), torch.asarray(y)
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0)
+    scalar = _fit_quietly(MLPClassifier(**params), X, y, sample_weight=torch.tensor(2.0, dtype=torch.float64))
+    full = _fit_quietly(MLPClassifier(**params), X, y, sample_weight=torch.full((60,), 2.0, dtype=torch.float64))
+    assert torch.equal(scalar._theta, full._theta)
+
+
+# ------------------------------------------------------------------ device names
+
+
+@pytest.mark.parametrize("device", ["gpu", "CPU", "device1", "cuda0"])
+def test_a_device_name_torch_does_not_know_is_a_plain_value_error(digits, device):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    with pytest.raises(ValueError, match=f"device='{device}' is not a device name torch knows"):
+        MLPClassifier(max_iter=1, backend="torch", device=device).fit(torch.asarray(X), torch.asarray(y))
+
+
+def test_a_device_that_is_not_a_name_is_a_plain_value_error(digits):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    with pytest.raises(ValueError, match="device=123: give a device name"):
+        MLPClassifier(max_iter=1, device=123).fit(torch.asarray(X), torch.asarray(y))
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu"])
+def test_a_device_type_torch_cannot_compute_on_here_is_unavailable(digits, device):
+    torch = pytest.importorskip("torch")
+    if device == "mps" and torch.backends.mps.is_available() or device == "xpu" and torch.xpu.is_available():
+        pytest.skip(f"this machine has {device}")
+    X, y = digits
+    Xt, yt = torch.asarray(X), torch.asarray(y)
+    with pytest.raises(BackendUnavailableError, match=f"cannot compute on '{device}' devices"):
+        MLPClassifier(max_iter=1, device=device).fit(Xt, yt)
+    # Refused before anything moved: a fitted model asked to continue there keeps working.
+    model = _fit_quietly(MLPClassifier(max_iter=2, random_state=0, warm_start=True), Xt, yt)
+    before = model.predict_proba(Xt)
+    model.set_params(device=device)
+    with pytest.raises(BackendUnavailableError):
+        model.fit(Xt, yt)
+    model.set_params(device=None)
+    assert torch.equal(model.predict_proba(Xt), before)
+
+
+def test_array_api_strict_device_names(digits):
+    import array_api_strict as xps
+
+    X, y = digits
+    Xs, ys = xps.asarray(X), xps.asarray(y)
+    model = _fit_quietly(MLPClassifier(max_iter=2, random_state=0, device="cpu"), Xs, ys)
+    assert model._theta.device == xps.Device("CPU_DEVICE")
+    with pytest.raises(ValueError, match="device='gpu' is not an array_api_strict device"):
+        MLPClassifier(max_iter=1, device="gpu").fit(Xs, ys)
+
+
+@pytest.mark.parametrize("text", ["2GiB", "abc", "-5", "0", "inf"])
+def test_a_bad_memory_budget_in_the_environment_names_the_variable(monkeypatch, text):
+    monkeypatch.setenv("ANYMLP_FIT_MEMORY_BUDGET", text)
+    with pytest.raises(ValueError, match=f"ANYMLP_FIT_MEMORY_BUDGET='{text}' is not a positive number of bytes"):
+        anymlp.get_config()
+
+
+@pytest.mark.parametrize("budget", ["abc", True, -1, float("nan"), float("inf")])
+def test_set_config_refuses_a_memory_budget_that_is_not_bytes(budget):
+    with pytest.raises(ValueError, match="fit_memory_budget must be a positive number of bytes"):
+        anymlp.set_config(fit_memory_budget=budget)
+    assert anymlp.get_config()["fit_memory_budget"] is None

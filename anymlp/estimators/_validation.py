@@ -9,12 +9,15 @@ per call.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import sklearn
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from anymlp._backend import backend_name, device_of, float_dtype, input_namespace, is_device_array, to_host
+from anymlp._backend import (
+    backend_name, device_of, float_dtype, input_namespace, is_device_array, is_sparse_tensor, to_host,
+)
 
 
 _HOST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -119,6 +122,8 @@ def check_device_X(X, *, xp, estimator, reset: bool, what="X"):
     """
     if str(getattr(X, "layout", "")) in _TORCH_COMPRESSED:
         X = X.to_sparse_coo()
+    if is_sparse_tensor(X) and X.sparse_dim() != X.ndim:
+        X = X.to_dense()  # hybrid COO (dense rows under a sparse first axis): no sparse product takes it
     if X.ndim != 2:
         raise ValueError(
             f"Expected 2D array, got {X.ndim}D array instead: {what} has shape {tuple(X.shape)}. "
@@ -164,6 +169,8 @@ def check_finite(a, *, xp, what):
     which is finite whenever every value is, unless it overflows; only a
     non-finite sum leads to the exact check, block by block.
     """
+    if is_sparse_tensor(a):
+        a = a.coalesce().values() if a.layout is sys.modules["torch"].sparse_coo else a.values()
     with np.errstate(over="ignore", invalid="ignore"):  # NumPy-backed namespaces warn on overflow
         if bool(to_host(xp.isfinite(xp.sum(a)))):
             return
@@ -176,8 +183,15 @@ def check_finite(a, *, xp, what):
             raise ValueError(f"Input {what} contains {'NaN' if has_nan else 'infinity'}.")
 
 
+def refuse_sparse(a, what):
+    """y and sample_weight are dense: a sparse tensor would fail deep inside torch."""
+    if is_sparse_tensor(a):
+        raise ValueError(f"{what} is a sparse torch tensor ({a.layout}); pass a dense one ({what}.to_dense()).")
+
+
 def check_device_target(y, n_samples, *, xp):
     """A regression target held by a non-NumPy library: 1-D or 2-D, numeric, finite."""
+    refuse_sparse(y, "y")
     if y.ndim not in (1, 2):
         raise ValueError(f"y must be 1D or 2D; got shape {tuple(y.shape)}.")
     if y.shape[0] != n_samples:
@@ -198,7 +212,10 @@ def check_sample_weight(sample_weight, X, *, xp=None):
     if sample_weight is None:
         return None
     if is_device_array(sample_weight):
+        refuse_sparse(sample_weight, "sample_weight")
         sw = _as_float(sample_weight, xp=xp, what="sample_weight")
+        if sw.ndim == 0:  # one weight for every sample, as scikit-learn takes a scalar
+            sw = xp.full((X.shape[0],), sw, dtype=sw.dtype, device=device_of(sw))
         if sw.ndim != 1 or sw.shape[0] != X.shape[0]:
             raise ValueError(f"sample_weight.shape == {tuple(sw.shape)}, expected ({X.shape[0]},)!")
         check_finite(sw, xp=xp, what="sample_weight")

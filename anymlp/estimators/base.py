@@ -37,9 +37,11 @@ from anymlp._backend import (
     input_namespace,
     is_device_array,
     is_numpy_namespace,
+    is_sparse_tensor,
     namespace_by_name,
     one_blas_thread,
     resolve_backend,
+    sparse_tensor_to_scipy,
     to_device,
     to_host,
     to_namespace_of,
@@ -316,7 +318,7 @@ class BaseMLP(BaseEstimator):
 
     def _streams(self, X) -> bool:
         """Is X too big for the device-memory budget (``set_config(fit_memory_budget=)``)?"""
-        if is_numpy_namespace(self._backend.xp) or sp.issparse(X):
+        if is_numpy_namespace(self._backend.xp) or sp.issparse(X) or is_sparse_tensor(X):
             return False
         budget = setting("fit_memory_budget")
         if budget is None:
@@ -324,6 +326,8 @@ class BaseMLP(BaseEstimator):
         return X.shape[0] * X.shape[1] * host_dtype(self._theta.dtype).itemsize > budget
 
     def _to_compute(self, X, dtype):
+        if is_sparse_tensor(X) and self._backend.name != "torch":
+            X = sparse_tensor_to_scipy(X)  # the NumPy backend computes with SciPy's sparse matrices
         if sp.issparse(X):
             if not is_numpy_namespace(self._backend.xp):
                 raise TypeError(
@@ -573,6 +577,8 @@ class BaseMLP(BaseEstimator):
         backend = self._predict_backend(X)
         theta = self._theta_on(backend)
         dtype = self._predict_dtype(X, backend) or theta.dtype
+        if is_sparse_tensor(X) and backend.name != "torch":
+            X = sparse_tensor_to_scipy(X)
         sparse = sp.issparse(X)
         if sparse and not is_numpy_namespace(backend.xp):
             X, sparse = X.toarray(), False
