@@ -344,6 +344,84 @@ def test_interrupt_keeps_last_completed_epoch(backend, digits, early_stopping):
     assert len(clf.loss_curve_) == 5
 
 
+class InterruptAtEpochEnd:
+    """Ctrl-C in ``on_epoch_end`` of epoch ``epoch``: after its loss (and validation score)
+    were recorded, before the loop took its weights as the last good ones."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, estimator, logs):
+        if logs["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+FITTED = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_an_epoch_cut_short_after_its_loss_leaves_no_trace(digits, early_stopping):
+    X, y = digits
+    params = dict(hidden_layer_sizes=(10,), batch_size=32, random_state=0, early_stopping=early_stopping,
+                  n_iter_no_change=100)
+    reference = quiet(MLPClassifier(max_iter=3, **params).fit, X, y)
+    clf = MLPClassifier(max_iter=10, callbacks=[InterruptAtEpochEnd(4)], **params)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        clf.fit(X, y)
+    for name in FITTED:
+        assert repr(getattr(clf, name, None)) == repr(getattr(reference, name, None)), name
+    for a, b in zip(clf.coefs_ + clf.intercepts_, reference.coefs_ + reference.intercepts_):
+        assert np.array_equal(a, b)
+    clf.set_params(warm_start=True, callbacks=None, max_iter=2)
+    quiet(clf.fit, X, y)
+    assert len(clf.loss_curve_) == 5 and clf.n_iter_ == 2
+
+
+class InterruptAtIteration:
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def on_epoch_end(self, estimator, logs):
+        if logs["epoch"] == self.iteration:
+            raise KeyboardInterrupt
+
+
+def test_lbfgs_interrupted_keeps_its_last_completed_iteration(backend, digits):
+    X, y = digits
+    Xb, yb = backend.asarray(X), backend.asarray(y)
+    params = dict(hidden_layer_sizes=(10,), solver="lbfgs", random_state=0)
+    reference = quiet(MLPClassifier(max_iter=3, **params).fit, Xb, yb)
+    clf = MLPClassifier(max_iter=50, callbacks=[InterruptAtIteration(3)], **params)
+    with pytest.warns(UserWarning, match="Training interrupted by user.*last completed L-BFGS iteration"):
+        clf.fit(Xb, yb)
+    assert clf.n_iter_ == 3 and clf.loss_ == reference.loss_
+    for a, b in zip(clf.coefs_ + clf.intercepts_, reference.coefs_ + reference.intercepts_):
+        assert np.array_equal(backend.numpy(a), backend.numpy(b))
+
+
+def test_lbfgs_interrupted_before_an_iteration_keeps_the_weights_it_started_from(monkeypatch, digits):
+    import anymlp.training.lbfgs as lbfgs
+
+    X, y = digits
+    clf = quiet(MLPClassifier(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=2, random_state=0).fit, X, y)
+    before = [a.copy() for a in clf.coefs_ + clf.intercepts_]
+    loss_before = clf.loss_
+    original = lbfgs.scipy.optimize.minimize
+
+    def interrupted_minimize(fun, x0, **kwargs):
+        fun(x0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lbfgs.scipy.optimize, "minimize", interrupted_minimize)
+    clf.set_params(warm_start=True)
+    with pytest.warns(UserWarning, match="those it started from if none completed"):
+        clf.fit(X, y)
+    monkeypatch.setattr(lbfgs.scipy.optimize, "minimize", original)
+    assert clf.n_iter_ == 0 and clf.loss_ == loss_before  # the loss at those weights, evaluated again
+    for a, b in zip(clf.coefs_ + clf.intercepts_, before):
+        assert np.array_equal(a, b)
+
+
 # ---------------------------------------------------------------- determinism
 
 

@@ -36,6 +36,20 @@ class History:
         else:
             self.best_loss = np.inf
 
+    def checkpoint(self) -> tuple:
+        """What :meth:`rollback` needs to forget the epochs recorded after this call."""
+        return (self.n_iter, self.t, self.loss, len(self.loss_curve), self.best_loss,
+                None if self.validation_scores is None else len(self.validation_scores),
+                self.best_validation_score, self.no_improvement_count, self.best_theta)
+
+    def rollback(self, mark: tuple) -> None:
+        """Back to :meth:`checkpoint`'s state: an epoch cut short leaves no trace."""
+        (self.n_iter, self.t, self.loss, n_losses, self.best_loss, n_scores,
+         self.best_validation_score, self.no_improvement_count, self.best_theta) = mark
+        del self.loss_curve[n_losses:]
+        if n_scores is not None:
+            del self.validation_scores[n_scores:]
+
     def record_loss(self, loss: float, n_samples: int) -> None:
         loss = np.float64(loss)  # scikit-learn's type for loss_, loss_curve_ and best_loss_
         self.n_iter += 1

@@ -35,9 +35,12 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
         return float(both[0]), both[1:].astype(np.float64)
 
     iteration = {"n": 0, "t": time.perf_counter()}
+    start = to_host(theta).astype(np.float64)
+    last = {"x": start, "fun": None}  # the last completed iteration: what Ctrl-C keeps
 
     def report(intermediate_result):
         iteration["n"] += 1
+        last["x"], last["fun"] = np.array(intermediate_result.x), float(intermediate_result.fun)
         loss = float(intermediate_result.fun)
         if verbose:
             print("Iteration %d, loss = %.8f" % (iteration["n"], loss))
@@ -51,9 +54,18 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
     notify(callbacks, "on_fit_begin", estimator, max_epochs=max_iter, n_batches=1)
     try:
         result = scipy.optimize.minimize(
-            loss_and_grad, to_host(theta).astype(np.float64), method="L-BFGS-B", jac=True,
+            loss_and_grad, start, method="L-BFGS-B", jac=True,
             callback=report, options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol},
         )
+    except KeyboardInterrupt:
+        x = last["x"]
+        fun = last["fun"] if last["fun"] is not None else loss_and_grad(x)[0]
+        warnings.warn(
+            "Training interrupted by user. The model keeps the parameters of the last completed "
+            "L-BFGS iteration (those it started from if none completed); fit again with "
+            "warm_start=True to continue."
+        )
+        return to_device(x.astype(host_dtype(dtype))), iteration["n"], fun
     finally:
         notify(callbacks, "on_fit_end", estimator)
     n_iter = _check_result(result, max_iter)

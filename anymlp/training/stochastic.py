@@ -256,10 +256,12 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     # Parameters and optimizer state after the last finite epoch: what divergence and
     # Ctrl-C go back to. Without it, later partial_fits would start from NaN moments.
     last_good, last_state, ever_finite = copy(theta), optimizer.snapshot(copy), False
+    unfinished = None  # the history before the epoch under way, until it is complete
     notify(callbacks, "on_fit_begin", estimator, max_epochs=settings.max_iter, n_batches=n_batches)
     try:
         history.n_iter = 0
         for _ in range(settings.max_iter):
+            unfinished = history.checkpoint()
             notify(callbacks, "on_epoch_begin", estimator, epoch=history.n_iter + 1)
             started = time.perf_counter()
             order = None
@@ -294,6 +296,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                 theta = last_good
                 break
             last_good, last_state, ever_finite = copy(theta), optimizer.snapshot(copy), True
+            unfinished = None
             optimizer.iteration_ends(history.t)
             if _should_stop(history, settings, optimizer):
                 break
@@ -313,6 +316,10 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
         )
         theta = last_good
         optimizer.restore(last_state)
+        if unfinished is not None:
+            # Cut short after its loss was recorded (in the validation score, the verbose
+            # output or a callback): the epoch goes from the history as its weights went.
+            history.rollback(unfinished)
     finally:
         notify(callbacks, "on_fit_end", estimator)
     if history.early_stopping:
