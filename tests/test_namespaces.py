@@ -577,3 +577,18 @@ def test_set_config_refuses_a_memory_budget_that_is_not_bytes(budget):
     with pytest.raises(ValueError, match="fit_memory_budget must be a positive number of bytes"):
         anymlp.set_config(fit_memory_budget=budget)
     assert anymlp.get_config()["fit_memory_budget"] is None
+
+
+@pytest.mark.parametrize("joblib_backend", ["threading", "loky"])
+def test_estimator_backend_travels_to_parallel_workers(digits, joblib_backend):
+    """The README's advice for grid searches: backend= on the estimator reaches every worker
+    (set_config is per thread and does not)."""
+    pytest.importorskip("torch")
+    import joblib
+    from sklearn.model_selection import cross_val_score
+
+    X, y = digits
+    on_torch = lambda est, X, y: float(est._backend.name == "torch")  # noqa: E731
+    with joblib.parallel_backend(joblib_backend, n_jobs=2):
+        scores = cross_val_score(MLPClassifier(max_iter=2, backend="torch"), X, y, cv=2, scoring=on_torch)
+    assert list(scores) == [1.0, 1.0]
