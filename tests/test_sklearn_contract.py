@@ -337,6 +337,12 @@ def test_continuing_a_regressor_with_another_loss_is_refused():
         est.fit(X, np.abs(y))
     with pytest.raises(ValueError, match="loss='poisson'"):
         est.partial_fit(X, np.abs(y))
+    # And back: a Poisson network (exp output) does not continue as a squared-error one.
+    poisson = _quiet_fit(anymlp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=3, warm_start=True, random_state=0,
+                                             loss="poisson"), X, np.abs(y))
+    poisson.set_params(loss="squared_error")
+    with pytest.raises(ValueError, match="loss='squared_error', but the network was fitted with loss='poisson'"):
+        poisson.fit(X, np.abs(y))
 
 
 def _multilabel():
