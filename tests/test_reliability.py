@@ -729,3 +729,30 @@ def test_finite_check_accepts_huge_values_whose_sum_overflows():
 
     X = np.full((10, 3), np.finfo(np.float32).max, dtype=np.float32)
     _validation.check_finite(xps.asarray(X), xp=xps, what="X")  # sum is inf, every value finite
+
+
+@pytest.mark.parametrize("sizes", [True, (True,), (5, np.True_)])
+def test_booleans_are_not_layer_sizes(digits, sizes):
+    X, y = digits
+    with pytest.raises(TypeError, match="hidden_layer_sizes must hold integers"):
+        MLPClassifier(hidden_layer_sizes=sizes, max_iter=1).fit(X, y)
+
+
+class _Hooked:
+    def on_epoch_end(self, estimator, record):
+        pass
+
+
+@pytest.mark.parametrize("callbacks, match", [
+    ([1], r"callbacks\[0\] = 1 has none of the callback methods"),
+    ([_Hooked(), "log"], r"callbacks\[1\] = 'log' has none"),
+    ([_Hooked], r"callbacks\[0\] is the class _Hooked; pass an instance"),
+])
+def test_what_cannot_be_a_callback_is_refused_before_training(digits, callbacks, match):
+    X, y = digits
+    clf = MLPClassifier(max_iter=1, callbacks=callbacks)
+    with pytest.raises(TypeError, match=match):
+        clf.fit(X, y)
+    assert not hasattr(clf, "coefs_")
+    with pytest.raises(TypeError, match=match):
+        clf.partial_fit(X, y, classes=np.unique(y))

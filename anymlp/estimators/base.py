@@ -55,6 +55,7 @@ from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_gr
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
 from anymlp.training.lbfgs import streamed_loss_and_grad
+from anymlp.training.callbacks import check_callbacks
 from anymlp.training.stochastic import take_rows
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
@@ -240,12 +241,13 @@ class BaseMLP(BaseEstimator):
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
         if np.any(np.array(sizes) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
-        if not all(isinstance(s, Integral) for s in sizes):
+        if not all(isinstance(s, Integral) and not isinstance(s, (bool, np.bool_)) for s in sizes):
             raise TypeError(f"hidden_layer_sizes must hold integers, got {sizes}.")
         return [int(s) for s in sizes]
 
     def _fit(self, X, y, sample_weight, incremental):
         hidden = self._hidden_layer_sizes()
+        check_callbacks(self.callbacks)
         first_pass = not hasattr(self, "_theta") or (not self.warm_start and not incremental)
         if not first_pass:
             self._check_same_network(hidden)

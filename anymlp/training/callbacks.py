@@ -43,6 +43,22 @@ class Callback:
         """Called once when fitting stops, also after an interruption."""
 
 
+HOOKS = ("on_fit_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_fit_end")
+
+
+def check_callbacks(callbacks) -> None:
+    """Refuse what cannot be a callback: an object with none of the hooks would be skipped
+    without a word, and a class would fail inside the loop on its first hook."""
+    for i, callback in enumerate(callbacks or ()):
+        if isinstance(callback, type):
+            raise TypeError(f"callbacks[{i}] is the class {callback.__name__}; pass an instance of it.")
+        if not any(callable(getattr(callback, hook, None)) for hook in HOOKS):
+            raise TypeError(
+                f"callbacks[{i}] = {callback!r} has none of the callback methods ({', '.join(HOOKS)}); "
+                "see anymlp.Callback."
+            )
+
+
 def notify(callbacks, hook: str, *args, **kwargs) -> None:
     """Call ``hook`` on every callback that defines it."""
     for callback in callbacks or ():
