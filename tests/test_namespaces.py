@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
 
 import anymlp
 from anymlp import MLPClassifier, MLPRegressor
@@ -589,6 +590,7 @@ def test_estimator_backend_travels_to_parallel_workers(digits, joblib_backend):
 
     X, y = digits
     on_torch = lambda est, X, y: float(est._backend.name == "torch")  # noqa: E731
-    with joblib.parallel_backend(joblib_backend, n_jobs=2):
+    with joblib.parallel_backend(joblib_backend, n_jobs=2), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # two epochs
         scores = cross_val_score(MLPClassifier(max_iter=2, backend="torch"), X, y, cv=2, scoring=on_torch)
     assert list(scores) == [1.0, 1.0]
