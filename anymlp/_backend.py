@@ -688,7 +688,10 @@ def to_host(x) -> np.ndarray:
     if x is None or isinstance(x, (np.ndarray, np.generic)):
         return x
     if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.dtype is sys.modules["torch"].bfloat16:
+            x = x.float()  # NumPy has no bfloat16; float32 holds each value exactly
+        return x.numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):

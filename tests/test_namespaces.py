@@ -594,3 +594,88 @@ def test_estimator_backend_travels_to_parallel_workers(digits, joblib_backend):
         warnings.simplefilter("ignore", ConvergenceWarning)  # two epochs
         scores = cross_val_score(MLPClassifier(max_iter=2, backend="torch"), X, y, cv=2, scoring=on_torch)
     assert list(scores) == [1.0, 1.0]
+
+
+# ------------------------------------------- the memory budget on every path that moves X
+
+
+def _rows_sent(monkeypatch):
+    """Records the row count of every 2-D array the estimators move to a backend."""
+    import anymlp.estimators.base as base
+
+    sent, original = [], base.to_device
+
+    def recording(x, backend, dtype=None):
+        if getattr(x, "ndim", 0) == 2:
+            sent.append(x.shape[0])
+        return original(x, backend, dtype)
+
+    monkeypatch.setattr(base, "to_device", recording)
+    return sent
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_every_chunk_of_streamed_X_fits_the_budget(monkeypatch, solver):
+    """L-BFGS's full-batch passes, predict, and predict by a model loaded from a pickle
+    (whose fit backend is NumPy until it computes) move X in chunks within the budget;
+    the stochastic solvers move one batch at a time (200 rows here)."""
+    import pickle
+
+    pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X, y = rng.uniform(size=(300, 12)).astype(np.float32), np.arange(300) % 3
+    budget_rows = 30
+    sent = _rows_sent(monkeypatch)
+    with anymlp.config_context(fit_memory_budget=budget_rows * 12 * 4):
+        model = _fit_quietly(MLPClassifier(backend="torch", solver=solver, max_iter=3, random_state=0), X, y)
+        assert sent and max(sent) <= (budget_rows if solver == "lbfgs" else 200)
+        sent.clear()
+        streamed = model.predict_proba(X)
+        loaded = pickle.loads(pickle.dumps(model))
+        assert max(sent) <= budget_rows
+        sent.clear()
+        assert np.array_equal(loaded.predict_proba(X), streamed)
+        assert max(sent) <= budget_rows
+
+
+def test_the_budget_does_not_change_what_another_library_predicts():
+    """A torch model asked about float64 NumPy X answers on NumPy (in float64), budget or not."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X, y = rng.uniform(size=(300, 12)).astype(np.float32), np.arange(300) % 3
+    model = _fit_quietly(MLPClassifier(max_iter=3, random_state=0), torch.asarray(X), torch.asarray(y))
+    free = model.predict_proba(X.astype(np.float64))
+    with anymlp.config_context(fit_memory_budget=100):
+        budgeted = model.predict_proba(X.astype(np.float64))
+    assert free.dtype == budgeted.dtype == np.float64 and np.array_equal(free, budgeted)
+
+
+def test_bfloat16_torch_X_streams_like_it_trains():
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X = torch.asarray(rng.normal(size=(300, 12)).astype(np.float32)).bfloat16()
+    y = torch.asarray(np.arange(300) % 3)
+    params = dict(max_iter=3, random_state=0)
+    free = _fit_quietly(MLPClassifier(**params), X, y)
+    with anymlp.config_context(fit_memory_budget=100):
+        budgeted = _fit_quietly(MLPClassifier(**params), X, y)
+        proba = budgeted.predict_proba(X)
+    assert torch.equal(budgeted._theta, free._theta)
+    # Streamed in chunks of a few rows: products over fewer rows may round differently.
+    np.testing.assert_allclose(proba.numpy(), free.predict_proba(X).numpy(), rtol=1e-12)
+
+
+def test_in_place_edits_reach_predictions_on_another_library():
+    """A model without a change counter (array_api_strict, CuPy) converts its parameters
+    for each predict on another library, so an edit through coefs_ is never missed."""
+    import array_api_strict as xps
+
+    device = xps.Device("device1")
+    rng = np.random.RandomState(0)
+    X, y = rng.uniform(size=(60, 4)), np.arange(60) % 2
+    model = _fit_quietly(MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0),
+                         xps.asarray(X, device=device), xps.asarray(y, device=device))
+    before = model.predict_proba(X)
+    model.coefs_[1][...] = 0
+    model.intercepts_[1][...] = 0
+    assert np.allclose(model.predict_proba(X), 0.5) and not np.allclose(before, 0.5)

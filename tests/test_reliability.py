@@ -756,3 +756,32 @@ def test_what_cannot_be_a_callback_is_refused_before_training(digits, callbacks,
     assert not hasattr(clf, "coefs_")
     with pytest.raises(TypeError, match=match):
         clf.partial_fit(X, y, classes=np.unique(y))
+
+
+class _Checkpoints:
+    """Pickles the model in each on_epoch_end, as a checkpointing callback does."""
+
+    def __init__(self):
+        self.saved = {}
+
+    def on_epoch_end(self, estimator, record):
+        import pickle
+
+        self.saved[record["epoch"]] = pickle.dumps(estimator)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_a_model_pickled_in_on_epoch_end_is_the_model_of_that_epoch(digits, solver):
+    import pickle
+
+    X, y = digits
+    params = dict(hidden_layer_sizes=(10,), solver=solver, random_state=0, n_iter_no_change=100)
+    checkpoints = _Checkpoints()
+    quiet(MLPClassifier(max_iter=4, callbacks=[checkpoints], **params).fit, X, y)
+    saved = pickle.loads(checkpoints.saved[2])
+    stopped = quiet(MLPClassifier(max_iter=2, **params).fit, X, y)
+    assert saved.n_iter_ == 2 and saved.loss_ == stopped.loss_
+    for name in ("t_", "loss_curve_", "best_loss_"):
+        assert repr(getattr(saved, name, None)) == repr(getattr(stopped, name, None)), name
+    for a, b in zip(saved.coefs_ + saved.intercepts_, stopped.coefs_ + stopped.intercepts_):
+        assert np.array_equal(a, b)

@@ -318,14 +318,25 @@ class BaseMLP(BaseEstimator):
         return TrainingData(self._to_compute(X, dtype), to_device(Y, backend, dtype),
                             to_device(sample_weight, backend, dtype))
 
-    def _streams(self, X) -> bool:
-        """Is X too big for the device-memory budget (``set_config(fit_memory_budget=)``)?"""
-        if is_numpy_namespace(self._backend.xp) or sp.issparse(X) or is_sparse_tensor(X):
+    def _streams(self, X, backend: Backend | None = None) -> bool:
+        """Is X too big for the device-memory budget (``set_config(fit_memory_budget=)``) of
+        ``backend`` (the fit's by default; a predict's own, which a loaded model's fit
+        backend, NumPy after unpickling, need not be)?"""
+        backend = backend or self._backend
+        if is_numpy_namespace(backend.xp) or sp.issparse(X) or is_sparse_tensor(X):
             return False
         budget = setting("fit_memory_budget")
         if budget is None:
             return False
         return X.shape[0] * X.shape[1] * host_dtype(self._theta.dtype).itemsize > budget
+
+    def _rows_within_budget(self, X, rows: int) -> int:
+        """``rows``, or fewer where a chunk of that many rows of X would exceed the budget."""
+        budget = setting("fit_memory_budget")
+        if budget is None:
+            return rows
+        row_bytes = max(1, X.shape[1] * host_dtype(self._theta.dtype).itemsize)
+        return max(1, min(rows, int(budget) // row_bytes))
 
     def _to_compute(self, X, dtype):
         if is_sparse_tensor(X) and self._backend.name != "torch":
@@ -420,14 +431,14 @@ class BaseMLP(BaseEstimator):
             objective = self._objective()
             full_batch = lambda theta: objective(theta, data.X, data.Y, data.sample_weight)  # noqa: E731
         else:
-            rows = self._chunk_rows(self._theta.dtype)
+            rows = self._rows_within_budget(data.X, self._chunk_rows(self._theta.dtype))
             full_batch = lambda theta: streamed_loss_and_grad(  # noqa: E731
                 theta, data, self._current_arch(), float(self.alpha), rows, xp=xp)
         self._theta, self.n_iter_, loss = fit_lbfgs(
             self._theta, full_batch,
             xp=xp, to_device=lambda a: to_device(a, self._backend),
             max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
-            callbacks=self.callbacks, estimator=self,
+            callbacks=self.callbacks, estimator=self, publish=self._publish_iterate,
         )
         self.loss_ = np.float64(loss)
         if not np.isfinite(self.loss_):
@@ -474,10 +485,15 @@ class BaseMLP(BaseEstimator):
                 self._theta, train, self._objective(finish=False), self._optimizer, self._history, settings,
                 xp=self._backend.xp, random_state=self._random_state,
                 to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
-                callbacks=self.callbacks, estimator=self, trained=trained,
+                callbacks=self.callbacks, estimator=self, trained=trained, publish=self._publish_history,
             )
         finally:
             self._publish_history()
+
+    def _publish_iterate(self, theta, n_iter: int, loss: float):
+        """An L-BFGS iterate as the model, for the callbacks of that iteration."""
+        self._theta, self._predict_cache = theta, None
+        self.n_iter_, self.loss_ = n_iter, np.float64(loss)
 
     def _publish_history(self):
         h = self._history
@@ -586,7 +602,7 @@ class BaseMLP(BaseEstimator):
             X, sparse = X.toarray(), False
         if sparse:
             X = X.tocsr().astype(host_dtype(dtype))
-        elif self._streams(X):
+        elif self._streams(X, backend):
             X = _on_host(X, theta.dtype)  # moved chunk by chunk
         else:
             X = to_device(X, backend, dtype)
@@ -629,7 +645,12 @@ class BaseMLP(BaseEstimator):
         """
         if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
             return self._theta
-        key = (backend.name, repr(backend.device), _version_of(self._theta))
+        version = _version_of(self._theta)
+        if version is None:
+            # No change counter (NumPy, CuPy, array_api_strict): a cached copy would miss
+            # edits made in place through coefs_, so each predict converts afresh.
+            return to_device(self._theta, backend)
+        key = (backend.name, repr(backend.device), version)
         cached = getattr(self, "_predict_cache", None)  # read once: another thread may replace it
         if cached is None or cached[0] != key:
             cached = self._predict_cache = (key, to_device(self._theta, backend))
@@ -653,6 +674,8 @@ class BaseMLP(BaseEstimator):
         """
         n, rows = X.shape[0], self._chunk_rows(X.dtype)  # X's dtype is the activations' (float64 X, float32 model)
         streamed = isinstance(X, np.ndarray) and not is_numpy_namespace(xp)
+        if streamed:  # each chunk is a copy of X's rows on the device, within the budget too
+            rows = self._rows_within_budget(X, rows)
         backend = Backend(xp, device_of(theta)) if streamed else None
         parts, arch = [], self._current_arch()
         # The library's default BLAS threads: measured, a predict is never slower with them

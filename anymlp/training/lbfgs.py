@@ -22,10 +22,13 @@ from anymlp.training.callbacks import notify
 
 
 def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: int,
-              max_fun: int, tol: float, verbose, callbacks=(), estimator=None):
+              max_fun: int, tol: float, verbose, callbacks=(), estimator=None,
+              publish: Callable | None = None):
     """Minimise ``objective(theta) -> (loss, grad)``; returns ``(theta, n_iter, loss)``.
 
     ``theta`` and the returned parameters are on the device, in the model dtype.
+    ``publish(theta, n_iter, loss)`` (called only with callbacks) hands the estimator
+    each iteration's parameters before ``on_epoch_end``, so a callback sees that iterate.
     """
     dtype = theta.dtype
 
@@ -46,6 +49,8 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
             print("Iteration %d, loss = %.8f" % (iteration["n"], loss))
         now = time.perf_counter()
         seconds, iteration["t"] = now - iteration["t"], now
+        if callbacks and publish is not None:
+            publish(to_device(last["x"].astype(host_dtype(dtype))), iteration["n"], loss)
         notify(callbacks, "on_epoch_end", estimator, {
             "epoch": iteration["n"], "loss": loss, "validation_score": None,
             "seconds": seconds, "samples_per_second": float("nan"),

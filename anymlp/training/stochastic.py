@@ -239,7 +239,7 @@ def _runs_of_equal_size(rows: list[int]):
 def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, history: History,
                    settings: LoopSettings, *, xp, random_state, to_device: Callable,
                    validation_score: Callable | None = None, callbacks=(), estimator=None,
-                   trained: bool = False):
+                   trained: bool = False, publish: Callable | None = None):
     """Train for up to ``max_iter`` epochs; returns the parameters to keep.
 
     Stops on scikit-learn's no-improvement rule, on divergence (a non-finite
@@ -248,6 +248,9 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     best parameters by validation score are returned. When no epoch ever
     finished finite (and ``trained`` says the start was not a trained model
     either), scikit-learn's ValueError about non-finite weights is raised.
+    ``publish`` (called only with callbacks) sets the estimator's fitted attributes
+    from ``history`` before each ``on_epoch_end``, so a callback sees (and can
+    pickle) a model whose attributes match its weights.
     """
     n = data.n_samples
     order_host = np.arange(n, dtype=np.int64)  # torch's sparse index_select takes int64 only
@@ -283,6 +286,8 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             if history.early_stopping and settings.verbose:
                 print("Validation score: %f" % score)
             seconds = time.perf_counter() - started
+            if callbacks and publish is not None:
+                publish()  # the estimator's n_iter_, loss_curve_, ... as a callback reads them
             notify(callbacks, "on_epoch_end", estimator, {
                 "epoch": history.n_iter, "loss": history.loss, "validation_score": score,
                 "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else math.inf,
