@@ -84,11 +84,12 @@ def test_model_from_device_loads_with_gpu_libraries_blocked(tmp_path, digits):
     assert out.stdout.strip() == "ok"
 
 
-def test_file_from_a_newer_format_is_refused_clearly(digits):
+@pytest.mark.parametrize("fmt", [99, "2", 2.5])
+def test_file_from_a_newer_format_is_refused_clearly(digits, fmt):
     X, y = digits
     clf = _fit(MLPClassifier((5,), max_iter=2, random_state=0), X, y)
     state = clf.__getstate__()
-    state["_anymlp_pickle_format"] = 99
+    state["_anymlp_pickle_format"] = fmt
     state["_anymlp_version"] = "9.0.0"
     fresh = MLPClassifier.__new__(MLPClassifier)
     with pytest.raises(IncompatibleModelError, match="saved by anymlp 9.0.0"):

@@ -717,7 +717,7 @@ class BaseMLP(BaseEstimator):
     def __setstate__(self, state):
         fmt = state.pop("_anymlp_pickle_format", None)
         version = state.get("_anymlp_version", "unknown")
-        if fmt is not None and fmt > _PICKLE_FORMAT:
+        if fmt is not None and not (isinstance(fmt, int) and fmt <= _PICKLE_FORMAT):  # newer, or not ours
             raise IncompatibleModelError(
                 f"This model was saved by anymlp {version} (pickle format {fmt}); anymlp "
                 f"{__version__} reads format {_PICKLE_FORMAT} and older. Upgrade anymlp to load it."
