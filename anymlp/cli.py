@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `anymlp train | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except KeyboardInterrupt:  # before training started (loading data, importing): nothing to keep
+        print(f"anymlp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # a user's mistake (BackendUnavailableError is a ValueError)
+        print(f"anymlp {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _normalize_option_names(argv):
@@ -144,7 +150,10 @@ def _add_train_options(parser):
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
@@ -396,10 +405,11 @@ def _run_train(args, out) -> int:
 
     started = time.perf_counter()
     params = estimator_params(args)
+    _check_before_loading(args, params)
     try:
         X_train, y_train, X_test, y_test, dataset = _load_data(args, out)
     except MNISTNotFoundError as exc:
-        print(f"anymlp train: {exc}", file=sys.stderr)
+        print(f"anymlp train: {str(exc).replace('or pass path=.', 'or pass --data FILE.')}", file=sys.stderr)
         return 1
     if args.limit:
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
@@ -416,7 +426,7 @@ def _run_train(args, out) -> int:
             f"{X_train.shape[0]} x {X_train.shape[1]} {X_train.dtype}, "
             f"up to {estimator.max_iter} epochs", file=out, flush=True,
         )
-    seconds = _fit(estimator, X_train, y_train, out, quiet=args.quiet)
+    seconds, interrupted = _fit(estimator, X_train, y_train, out, quiet=args.quiet)
     accuracy = float(np.mean(_host(estimator.predict(X_test)) == y_test))
     estimator.set_params(callbacks=user_callbacks or None)  # streams do not pickle
 
@@ -447,7 +457,29 @@ def _run_train(args, out) -> int:
                              image_shape=dataset["image_shape"], summary=summary)
         print(f"report written to {files['report']}", file=out)
     out.flush()
-    return 0
+    return 130 if interrupted else 0  # the shell's code for Ctrl-C: a script can tell
+
+
+def _check_before_loading(args, params):
+    """What would otherwise fail after loading the data, or after training: the settings
+    (environment included), the backend and device asked for, and where results go."""
+    import anymlp
+    from anymlp._backend import resolve_backend
+
+    anymlp.get_config()  # ANYMLP_* values from the environment
+    resolve_backend(np.empty((1, 1)), backend=params.get("backend"), device=params.get("device"))
+    for option, path, kind in (("--save", args.save, "file"), ("--report", args.report, "folder")):
+        if path is None:
+            continue
+        target = Path(path)
+        clash = target.is_dir() if kind == "file" else target.exists() and not target.is_dir()
+        if clash:
+            raise ValueError(f"{option} {path}: there is a {'folder' if kind == 'file' else 'file'} "
+                             f"there; give a {kind} path.")
+        folder = target.parent if kind == "file" else target
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
+            raise ValueError(f"{option} {path}: cannot write under {existing}.")
 
 
 def _load_data(args, out):
@@ -463,14 +495,16 @@ def _load_data(args, out):
         except MNISTNotFoundError:
             if choice == "mnist":
                 raise
-            print("notice: MNIST not found (--dataset mnist says where it looked); "
-                  "using scikit-learn's 8x8 digits instead", file=out, flush=True)
+            if not args.quiet:
+                print("notice: MNIST not found (--dataset mnist says where it looked); "
+                      "using scikit-learn's 8x8 digits instead", file=out, flush=True)
     data = load_digits_split(dtype=dtype)
     return (*data, {"name": "digits (8x8)", "image_shape": (8, 8)})
 
 
-def _fit(estimator, X, y, out, quiet=False) -> float:
-    """Fit, turning the expected 'max_iter reached' warning into one line of advice."""
+def _fit(estimator, X, y, out, quiet=False) -> tuple[float, bool]:
+    """Fit; returns (seconds, interrupted). The expected 'max_iter reached' warning becomes one
+    line of advice, and Ctrl-C (which keeps the last completed epoch) one line saying so."""
     from sklearn.exceptions import ConvergenceWarning
 
     start = time.perf_counter()
@@ -478,14 +512,19 @@ def _fit(estimator, X, y, out, quiet=False) -> float:
         warnings.simplefilter("always", ConvergenceWarning)
         estimator.fit(X, y)
     seconds = time.perf_counter() - start
+    interrupted = False
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
             if not quiet:
                 print(f"note: stopped at max_iter={estimator.max_iter} before converging "
                       "(more with --epochs N)", file=out)
+        elif str(w.message).startswith("Training interrupted by user"):
+            interrupted = True
+            print("interrupted: the model is the one of the last completed epoch "
+                  "(evaluated and saved as asked; exit status 130)", file=out)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return seconds
+    return seconds, interrupted
 
 
 def _host(array):

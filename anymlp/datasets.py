@@ -136,7 +136,14 @@ def _npz_in(path: Path) -> Path:
 
 def _read_npz(file: Path):
     """``(X uint8 (70000, 784), y int64 (70000,))`` from either known layout."""
-    with np.load(file, allow_pickle=False) as data:
+    try:
+        opened = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # not an .npz at all (NumPy speaks of pickles then)
+        raise ValueError(f"{file} is not a NumPy .npz file that can be read ({exc.__class__.__name__}).") from None
+    if not hasattr(opened, "files"):  # a single .npy array
+        raise ValueError(f"{file} holds one array; expected an .npz with X and y "
+                         "(or x_train, y_train, x_test, y_test).")
+    with opened as data:
         keys = set(data.files)
         if {"X", "y"} <= keys:
             X, y = data["X"], data["y"]
@@ -159,7 +166,19 @@ def _check_mnist(X, y, origin):
             f"{origin}: expected X of shape (70000, 784) and y of shape (70000,), "
             f"got {X.shape} and {y.shape}."
         )
+    if X.dtype != np.uint8 and not _pixels(X):
+        raise ValueError(
+            f"{origin}: expected pixels as integers from 0 to 255 (MNIST's uint8); got {X.dtype} "
+            f"values from {X.min()} to {X.max()}. Store the raw pixels; scaling is load_mnist's scale=."
+        )
     return X.astype(np.uint8, copy=False), y.astype(np.int64)
+
+
+def _pixels(X) -> bool:
+    """Does X hold whole numbers from 0 to 255 (say, uint8 pixels saved as int64 or float)?"""
+    if not np.issubdtype(X.dtype, np.number) or X.min() < 0 or X.max() > 255:
+        return False
+    return np.issubdtype(X.dtype, np.integer) or bool(np.all(X == np.round(X)))
 
 
 def _download(data_home):

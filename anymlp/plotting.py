@@ -40,6 +40,16 @@ def _to_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
+def _fitted(estimator, *, classifier=False):
+    """scikit-learn's NotFittedError for an unfitted model, and a plain message where a
+    classifier is needed (a regressor has no classes to draw)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator)
+    if classifier and not hasattr(estimator, "classes_"):
+        raise TypeError(f"{type(estimator).__name__} is not a classifier: a confusion matrix needs classes.")
+
+
 def _new_axes(ax, figsize):
     from matplotlib.figure import Figure
 
@@ -62,6 +72,8 @@ def plot_learning_curves(estimator, ax=None):
         scores, or None without them.
     """
     from matplotlib.ticker import MaxNLocator
+
+    _fitted(estimator)
 
     ax = _new_axes(ax, (6, 4))
     losses = list(getattr(estimator, "loss_curve_", None) or [])
@@ -110,6 +122,9 @@ def plot_first_layer_weights(estimator, image_shape=None, *, max_images=64, fig=
     """
     from matplotlib.figure import Figure
 
+    _fitted(estimator)
+    if not (isinstance(max_images, int) and max_images >= 1):
+        raise ValueError(f"max_images must be a positive integer; got {max_images!r}.")
     weights = _to_numpy(estimator.coefs_[0])  # (n_features, n_hidden), host
     n_features, n_hidden = weights.shape
     image_shape = _image_shape(n_features, image_shape)
@@ -159,6 +174,7 @@ def plot_confusion_matrix(estimator, X, y, *, ax=None, normalize=None, cmap="Blu
     """
     from sklearn.metrics import confusion_matrix
 
+    _fitted(estimator, classifier=True)
     labels = _to_numpy(estimator.classes_)
     y_true, y_pred = _to_numpy(y), _to_numpy(estimator.predict(X))
     counts = confusion_matrix(y_true, y_pred, labels=labels)
@@ -205,6 +221,7 @@ def write_report(estimator, X_test, y_test, directory, *, image_shape=None, summ
     ``"first_layer_weights"`` (when drawn) to the written paths.
     """
     directory = Path(directory)
+    _fitted(estimator, classifier=True)  # before a folder is made for nothing
     directory.mkdir(parents=True, exist_ok=True)
     figures = {
         "learning_curves": plot_learning_curves(estimator).figure,

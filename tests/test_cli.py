@@ -118,6 +118,7 @@ def test_every_option_builds_a_valid_estimator(parser):
         (["--backend", "jax"], r"--backend: invalid choice: 'jax'"),
         (["--dtype", "float16"], r"--dtype: invalid choice"),
         (["--limit", "0"], r"--limit: must be a positive integer"),
+        (["--limit", "abc"], r"--limit: must be a positive integer, got 'abc'"),
         (["--callbacks", "no_such_module:X"], r"cannot import callback"),
     ],
 )
@@ -220,6 +221,89 @@ def test_train_mnist_required_but_missing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "MNIST was not found" in err
     assert str(tmp_path / "none.npz") in err and str(tmp_path / "home") in err
+
+
+@pytest.mark.parametrize("options, env, message", [
+    (["--backend", "torch", "--device", "cuda:0"], {}, "device='cuda:0' was requested but torch sees 0 CUDA"),
+    ([], {"ANYMLP_BACKEND": "bogus"}, "backend must be one of"),
+    ([], {"ANYMLP_FIT_MEMORY_BUDGET": "2GiB"}, "ANYMLP_FIT_MEMORY_BUDGET='2GiB' is not a positive number"),
+])
+def test_train_refuses_bad_settings_in_one_line_before_loading_data(monkeypatch, capsys, options, env, message):
+    import anymlp.cli as cli
+
+    if "--backend" in options:
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "_load_data", lambda *a: pytest.fail("data loaded before the settings were checked"))
+    assert main(["train", "--dataset", "digits", *options]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("anymlp train: error: ") and message in captured.err
+    assert "Traceback" not in captured.err and len(captured.err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("option, make, message", [
+    ("--report", lambda p: p.write_text("a file"), "there is a file there; give a folder path"),
+    ("--save", lambda p: p.mkdir(), "there is a folder there; give a file path"),
+])
+def test_train_checks_where_results_go_before_training(monkeypatch, tmp_path, capsys, option, make, message):
+    import anymlp.cli as cli
+
+    target = tmp_path / "out"
+    make(target)
+    monkeypatch.setattr(cli, "_load_data", lambda *a: pytest.fail("data loaded before the paths were checked"))
+    assert main(["train", "--dataset", "digits", option, str(target)]) == 1
+    assert message in capsys.readouterr().err
+
+
+class StopAtEpoch2:
+    """Ctrl-C in the second epoch (imported by --callbacks)."""
+
+    def on_epoch_begin(self, estimator, *, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_train_interrupted_keeps_the_model_and_exits_130(tmp_path, capsys):
+    model = tmp_path / "m.joblib"
+    rc = main(["train", "--dataset", "digits", "--epochs", "5", "--hidden", "8",
+               "--callbacks", "tests.test_cli:StopAtEpoch2", "--save", str(model)])
+    assert rc == 130
+    out = capsys.readouterr().out
+    assert "interrupted: the model is the one of the last completed epoch" in out
+    assert _read_accuracy(out) > 0 and joblib.load(model).n_iter_ == 1
+
+
+def test_train_interrupted_before_training_exits_130_without_a_traceback(monkeypatch, capsys):
+    import anymlp.cli as cli
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_load_data", interrupted)
+    assert main(["train", "--dataset", "digits"]) == 130
+    assert capsys.readouterr().err == "anymlp train: interrupted\n"
+
+
+def test_train_missing_mnist_points_at_the_option(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ANYMLP_DATA", raising=False)
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path / "home"))
+    assert main(["train", "--dataset", "mnist", "--no-download"]) == 1
+    err = capsys.readouterr().err
+    assert "or pass --data FILE." in err and "path=" not in err
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_quiet_fallback_to_digits_prints_no_notice(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ANYMLP_DATA", raising=False)
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path))
+    assert main(["train", "--no-download", "--epochs", "1", "--hidden", "8", "--limit", "300", "-q"]) == 0
+    assert not any(line.startswith("notice") for line in capsys.readouterr().out.splitlines())
 
 
 # ---------------------------------------------------------------------------

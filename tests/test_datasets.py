@@ -183,3 +183,34 @@ def test_digits_split():
     assert set(np.unique(y_test)) == set(range(10))  # stratified
     again = load_digits_split(dtype=np.float32)
     np.testing.assert_array_equal(again[1], y_train)  # deterministic
+
+
+@pytest.mark.parametrize("store, message", [
+    (lambda X: X / 255.0, r"expected pixels as integers from 0 to 255.*float64 values from 0\.0 to 0\.98"),
+    (lambda X: X.astype(np.int64) - 1, r"expected pixels as integers from 0 to 255.*int64 values from -1"),
+])
+def test_pixels_that_are_not_mnists_are_refused_not_wrapped(isolated, tmp_path, store, message):
+    X, y = _fake_mnist()
+    path = tmp_path / "scaled.npz"
+    np.savez(path, X=store(X), y=y)
+    with pytest.raises(ValueError, match=message):
+        load_mnist(path, download=False)
+
+
+def test_pixels_stored_as_wider_integers_load(isolated, tmp_path):
+    X, y = _fake_mnist()
+    path = tmp_path / "int64.npz"
+    np.savez(path, X=X.astype(np.int64), y=y)
+    loaded = load_mnist(path, download=False, scale=False)
+    assert np.array_equal(np.concatenate([loaded[0], loaded[2]]), X)
+
+
+def test_a_file_that_is_not_an_npz_says_so(isolated, tmp_path):
+    garbage = tmp_path / "mnist.npz"
+    garbage.write_text("garbage")
+    with pytest.raises(ValueError, match=f"{garbage} is not a NumPy .npz file"):
+        load_mnist(garbage, download=False)
+    one = tmp_path / "one.npy"
+    np.save(one, np.zeros(3))
+    with pytest.raises(ValueError, match="holds one array"):
+        load_mnist(one, download=False)

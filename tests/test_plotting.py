@@ -1,7 +1,5 @@
 """anymlp.plotting: each plot returns matplotlib objects holding the estimator's numbers."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -90,8 +88,12 @@ def test_first_layer_weights_needs_a_shape_for_non_square_inputs(digits):
 
 def test_weights_on_device_arrays_are_brought_to_the_host():
     torch = pytest.importorskip("torch")
-    fake = SimpleNamespace(coefs_=[torch.arange(16 * 3, dtype=torch.float32).reshape(16, 3)])
-    fig = plot_first_layer_weights(fake)
+    rng = np.random.RandomState(0)
+    model = MLPClassifier((3,), max_iter=1, random_state=0).fit(
+        torch.asarray(rng.uniform(size=(30, 16)).astype(np.float32)), torch.asarray(np.arange(30) % 2))
+    with torch.no_grad():
+        model.coefs_[0][...] = torch.arange(16 * 3, dtype=torch.float32).reshape(16, 3)  # a view of the model
+    fig = plot_first_layer_weights(model)
     images = [im for ax in fig.axes for im in ax.get_images()]
     np.testing.assert_array_equal(images[1].get_array(), np.arange(16 * 3).reshape(16, 3)[:, 1].reshape(4, 4))
 
@@ -139,3 +141,29 @@ def test_write_report_skips_weights_of_non_images(digits, tmp_path):
     assert "first_layer_weights" not in paths
     assert not (tmp_path / "first_layer_weights.png").exists()
     assert "First-layer weights" not in paths["report"].read_text()
+
+
+def test_an_unfitted_model_is_refused_by_every_plot(digits, tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = digits
+    for draw in (lambda m: plot_learning_curves(m), lambda m: plot_first_layer_weights(m),
+                 lambda m: plot_confusion_matrix(m, X, y), lambda m: write_report(m, X, y, tmp_path / "r")):
+        with pytest.raises(NotFittedError):
+            draw(MLPClassifier())
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_regressor_has_no_confusion_matrix(digits):
+    from anymlp import MLPRegressor
+
+    X, y = digits
+    regressor = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y.astype(float))
+    with pytest.raises(TypeError, match="MLPRegressor is not a classifier"):
+        plot_confusion_matrix(regressor, X, y)
+
+
+@pytest.mark.parametrize("count", [0, -1, 2.5])
+def test_max_images_must_be_a_positive_integer(fitted, count):
+    with pytest.raises(ValueError, match="max_images must be a positive integer"):
+        plot_first_layer_weights(fitted, max_images=count)
