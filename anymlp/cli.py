@@ -466,6 +466,9 @@ def _check_before_loading(args, params):
     import anymlp
     from anymlp._backend import resolve_backend
 
+    if args.data and args.dataset == "digits":
+        raise ValueError(f"--data {args.data} names MNIST, but --dataset digits asks for the bundled digits; "
+                         "drop one of them.")
     anymlp.get_config()  # ANYMLP_* values from the environment
     resolve_backend(np.empty((1, 1)), backend=params.get("backend"), device=params.get("device"))
     for option, path, kind in (("--save", args.save, "file"), ("--report", args.report, "folder")):

@@ -222,6 +222,8 @@ def load_digits_split(*, dtype=np.float64, test_size: float = 0.2, random_state:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise ValueError(f"The digits are scaled to [0, 1]: dtype must be a floating dtype, got {np.dtype(dtype)}.")
     digits = load_digits()
     X = digits.data.astype(dtype) / np.asarray(16, dtype=dtype)
     y = digits.target.astype(np.int64)

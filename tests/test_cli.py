@@ -246,6 +246,14 @@ def test_train_refuses_bad_settings_in_one_line_before_loading_data(monkeypatch,
     assert "Traceback" not in captured.err and len(captured.err.splitlines()) == 1
 
 
+def test_train_refuses_data_beside_dataset_digits(monkeypatch, tmp_path, capsys):
+    import anymlp.cli as cli
+
+    monkeypatch.setattr(cli, "_load_data", lambda *a: pytest.fail("data loaded"))
+    assert main(["train", "--dataset", "digits", "--data", str(tmp_path / "mnist.npz")]) == 1
+    assert "--dataset digits asks for the bundled digits" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option, make, message", [
     ("--report", lambda p: p.write_text("a file"), "there is a file there; give a folder path"),
     ("--save", lambda p: p.mkdir(), "there is a folder there; give a file path"),

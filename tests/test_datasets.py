@@ -214,3 +214,9 @@ def test_a_file_that_is_not_an_npz_says_so(isolated, tmp_path):
     np.save(one, np.zeros(3))
     with pytest.raises(ValueError, match="holds one array"):
         load_mnist(one, download=False)
+
+
+def test_digits_split_needs_a_floating_dtype():
+    assert load_digits_split(dtype=np.float32)[0].dtype == np.float32
+    with pytest.raises(ValueError, match="dtype must be a floating dtype, got int64"):
+        load_digits_split(dtype=np.int64)
