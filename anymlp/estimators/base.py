@@ -157,13 +157,7 @@ class BaseMLP(BaseEstimator):
             )
         xp = self._backend.xp
         flat = [xp.reshape(to_device(a, self._backend, self._theta.dtype), (-1,)) for a in list(coefs) + list(intercepts)]
-        new = xp.concat(flat)  # a copy first: the arrays given may be views of the parameters
-        if isinstance(self._theta, np.ndarray) and not self._theta.flags.writeable:
-            self._theta = new  # loaded read-only (a memory-mapped file): a fresh array instead
-        else:
-            # In place, as scikit-learn's lists stay the model's: coefs_/intercepts_ lists
-            # fetched earlier keep writing to it.
-            self._theta[...] = new
+        self._theta = xp.concat(flat)
         self._predict_cache = None
 
     def _layer_writer(self, kind: str):
