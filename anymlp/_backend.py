@@ -338,6 +338,8 @@ def _strict_device(xp, device: str):
 def _torch_device(device):
     import torch
 
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"  # as torch reads a bare index, and as CuPy does here
     if not isinstance(device, (str, torch.device)):
         raise ValueError(f"device={device!r}: give a device name such as 'cuda', 'cuda:1' or 'cpu'.")
     try:
@@ -370,12 +372,16 @@ def _torch_device(device):
 
 
 def _torch_device_type_available(torch, device_type: str) -> bool:
-    """Can this torch compute on ``device_type`` (mps, xpu, ...)? 'meta' holds no data: no."""
+    """Can this torch compute on ``device_type`` (mps, xpu, ...)? 'meta' holds no data: no.
+    A type with no ``is_available`` to ask (a plug-in backend: xla, privateuseone) is let
+    through; torch itself then says whether it works."""
+    if device_type == "meta":
+        return False
     if device_type == "mps":
         return torch.backends.mps.is_available()
     module = getattr(torch, device_type, None)
     is_available = getattr(module, "is_available", None)
-    return bool(is_available()) if callable(is_available) else False
+    return bool(is_available()) if callable(is_available) else True
 
 
 def _cupy_device(device):

@@ -513,6 +513,8 @@ def _fit(estimator, X, y, out, quiet=False) -> tuple[float, bool]:
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
+        # Recorded whatever the user's filters (PYTHONWARNINGS=ignore): it decides the exit status.
+        warnings.filterwarnings("always", message="Training interrupted by user")
         estimator.fit(X, y)
     seconds = time.perf_counter() - start
     interrupted = False

@@ -14,11 +14,16 @@ from anymlp._backend import to_host
 
 @pytest.fixture(autouse=True)
 def _no_anymlp_environment(monkeypatch):
-    """Tests start from the defaults, whatever ANYMLP_* the developer's shell sets."""
-    from anymlp._backend import _ENV
+    """Tests start from the defaults, whatever ANYMLP_* the developer's shell sets, and leave
+    no set_config behind (a set_config(backend=None) overrides the environment after it)."""
+    from anymlp._backend import _ENV, _config_stack
 
     for variable in _ENV.values():
         monkeypatch.delenv(variable, raising=False)
+    stack = _config_stack()
+    saved = [dict(layer) for layer in stack]
+    yield
+    stack[:] = saved
 
 
 def _cuda_available() -> bool:

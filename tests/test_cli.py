@@ -405,3 +405,13 @@ def test_progress_printer_pickles_without_its_stream():
     _drive(printer, epochs=1)
     clone = pickle.loads(pickle.dumps(printer))
     assert clone.stream is None and len(clone.records) == 1
+
+
+def test_train_interrupted_exits_130_whatever_the_warning_filters(tmp_path, capsys):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore would
+        rc = main(["train", "--dataset", "digits", "--epochs", "5", "--hidden", "8",
+                   "--callbacks", "tests.test_cli:StopAtEpoch2"])
+    assert rc == 130 and "interrupted:" in capsys.readouterr().out

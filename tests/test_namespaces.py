@@ -532,8 +532,21 @@ def test_a_device_name_torch_does_not_know_is_a_plain_value_error(digits, device
 def test_a_device_that_is_not_a_name_is_a_plain_value_error(digits):
     torch = pytest.importorskip("torch")
     X, y = digits
-    with pytest.raises(ValueError, match="device=123: give a device name"):
-        MLPClassifier(max_iter=1, device=123).fit(torch.asarray(X), torch.asarray(y))
+    with pytest.raises(ValueError, match=r"device=1\.5: give a device name"):
+        MLPClassifier(max_iter=1, device=1.5).fit(torch.asarray(X), torch.asarray(y))
+
+
+def test_a_bare_device_index_means_that_cuda_device(digits):
+    """As torch reads ``torch.device(1)`` on a CUDA machine (and CuPy here takes it too)."""
+    torch = pytest.importorskip("torch")
+    from anymlp._backend import _torch_device
+
+    if torch.cuda.is_available():
+        assert _torch_device(0) == torch.device("cuda", 0)
+        return
+    X, y = digits
+    with pytest.raises(BackendUnavailableError, match="device='cuda:1' was requested"):
+        MLPClassifier(max_iter=1, device=1).fit(torch.asarray(X), torch.asarray(y))
 
 
 @pytest.mark.parametrize("device", ["mps", "meta", "xpu"])
@@ -679,3 +692,4 @@ def test_in_place_edits_reach_predictions_on_another_library():
     model.coefs_[1][...] = 0
     model.intercepts_[1][...] = 0
     assert np.allclose(model.predict_proba(X), 0.5) and not np.allclose(before, 0.5)
+

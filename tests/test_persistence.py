@@ -127,3 +127,22 @@ def test_model_fit_with_backend_torch_predicts_where_torch_is_missing(tmp_path, 
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_model_loaded_read_only_trains_on(tmp_path, digits, backend):
+    """joblib's mmap_mode="r" hands back read-only parameters and optimizer state; training
+    writes them in place, so they are copied first (torch shared the read-only pages, and
+    its first in-place write crashed the process). The file stays as it was."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    X, y = digits
+    clf = _fit(MLPClassifier((5,), max_iter=2, random_state=0, backend=backend), X, y)
+    joblib.dump(clf, tmp_path / "m.joblib")
+    loaded = joblib.load(tmp_path / "m.joblib", mmap_mode="r")
+    assert not loaded._theta.flags.writeable
+    loaded.partial_fit(X, y)
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    unchanged = joblib.load(tmp_path / "m.joblib")
+    assert unchanged.n_iter_ == 2 and unchanged.t_ == 2 * len(y)

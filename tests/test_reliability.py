@@ -774,3 +774,49 @@ def test_a_model_pickled_in_on_epoch_end_is_the_model_of_that_epoch(digits, solv
         assert repr(getattr(saved, name, None)) == repr(getattr(stopped, name, None)), name
     for a, b in zip(saved.coefs_ + saved.intercepts_, stopped.coefs_ + stopped.intercepts_):
         assert np.array_equal(a, b)
+
+
+class _AtFitEnd:
+    """Keeps a pickle of the model as on_fit_end sees it."""
+
+    def on_fit_end(self, estimator):
+        import pickle
+
+        self.saved = pickle.dumps(estimator)
+
+
+@pytest.mark.parametrize("case", ["early stopping", "interrupted"])
+def test_on_fit_end_sees_the_model_the_fit_keeps(digits, case):
+    import pickle
+
+    X, y = digits
+    params = dict(hidden_layer_sizes=(10,), batch_size=32, random_state=0, max_iter=6)
+    callbacks = [_AtFitEnd()]
+    if case == "early stopping":
+        params.update(early_stopping=True, n_iter_no_change=2, tol=0.5)  # stops early, keeps the best
+    else:
+        callbacks.insert(0, InterruptAt(4))
+    model = quiet(MLPClassifier(callbacks=callbacks, **params).fit, X, y)
+    seen = pickle.loads(callbacks[-1].saved)
+    assert seen.n_iter_ == model.n_iter_ and repr(seen.loss_curve_) == repr(model.loss_curve_)
+    for a, b in zip(seen.coefs_ + seen.intercepts_, model.coefs_ + model.intercepts_):
+        assert np.array_equal(a, b)
+
+
+class _FailsAtIteration2:
+    def on_epoch_end(self, estimator, record):
+        if record["epoch"] == 2:
+            raise RuntimeError("a callback's own bug")
+
+
+def test_an_lbfgs_callback_error_leaves_the_model_as_before_the_fit(digits):
+    X, y = digits
+    model = quiet(MLPClassifier(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=3, random_state=0).fit, X, y)
+    before = [a.copy() for a in model.coefs_ + model.intercepts_]
+    n_iter, loss = model.n_iter_, model.loss_
+    model.set_params(warm_start=True, callbacks=[_FailsAtIteration2()])
+    with pytest.raises(RuntimeError, match="a callback's own bug"):
+        model.fit(X, y)
+    assert model.n_iter_ == n_iter and model.loss_ == loss
+    for a, b in zip(model.coefs_ + model.intercepts_, before):
+        assert np.array_equal(a, b)

@@ -55,7 +55,7 @@ from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_gr
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
 from anymlp.training.lbfgs import streamed_loss_and_grad
-from anymlp.training.callbacks import check_callbacks
+from anymlp.training.callbacks import check_callbacks, notify
 from anymlp.training.stochastic import take_rows
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
@@ -275,10 +275,15 @@ class BaseMLP(BaseEstimator):
         try:
             passes = 1 if incremental else self.max_iter
             with self._compute_settings(rows, work=data.n_samples * self._arch.layout.n_params * passes):
-                if self.solver in _STOCHASTIC_SOLVERS:
-                    self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
-                else:
-                    self._fit_lbfgs(data)
+                try:
+                    if self.solver in _STOCHASTIC_SOLVERS:
+                        self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
+                    else:
+                        self._fit_lbfgs(data)
+                finally:
+                    # Here, not in the loops: by now the model holds what it keeps (the last
+                    # finite, last completed or best weights) and its attributes match them.
+                    notify(self.callbacks, "on_fit_end", self)
             self._check_finite_params()
         except NonFiniteTrainingError:
             if first_pass:
@@ -396,7 +401,10 @@ class BaseMLP(BaseEstimator):
     def _move_state_to(self, backend: Backend):
         """Warm starts and unpickled models continue on this fit's backend."""
         self._backend = backend
-        move = lambda a: to_device(a, backend)  # noqa: E731
+        # Training writes the parameters and the optimizer's state in place: state loaded
+        # read-only (joblib's mmap_mode="r") is copied once first. torch would otherwise share
+        # the read-only pages, and its first in-place write crashed the process.
+        move = lambda a: to_device(_writable(a), backend)  # noqa: E731
         self._theta = move(self._theta)
         if getattr(self, "_history", None) is not None and self._history.best_theta is not None:
             self._history.best_theta = move(self._history.best_theta)
@@ -434,12 +442,22 @@ class BaseMLP(BaseEstimator):
             rows = self._rows_within_budget(data.X, self._chunk_rows(self._theta.dtype))
             full_batch = lambda theta: streamed_loss_and_grad(  # noqa: E731
                 theta, data, self._current_arch(), float(self.alpha), rows, xp=xp)
-        self._theta, self.n_iter_, loss = fit_lbfgs(
-            self._theta, full_batch,
-            xp=xp, to_device=lambda a: to_device(a, self._backend),
-            max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
-            callbacks=self.callbacks, estimator=self, publish=self._publish_iterate,
-        )
+        before = {name: self.__dict__[name] for name in ("n_iter_", "loss_") if name in self.__dict__}
+        try:
+            self._theta, self.n_iter_, loss = fit_lbfgs(
+                self._theta, full_batch,
+                xp=xp, to_device=lambda a: to_device(a, self._backend),
+                max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
+                callbacks=self.callbacks, estimator=self, publish=self._publish_iterate,
+            )
+        except Exception:
+            # A callback's error (Ctrl-C is handled inside): the model is the one before the
+            # fit, not the iterate published for the callbacks.
+            self._theta, self._predict_cache = theta_before, None
+            for name in ("n_iter_", "loss_"):
+                self.__dict__.pop(name, None)
+            self.__dict__.update(before)
+            raise
         self.loss_ = np.float64(loss)
         if not np.isfinite(self.loss_):
             # Finite weights whose predictions overflow (say, the exp output of the
@@ -813,6 +831,11 @@ def _take_rows(a, idx, backend: Backend):
 
 def _input_backend_name(X) -> str:
     return backend_name(_namespace_of(X))
+
+
+def _writable(a):
+    """``a``, or a copy of it when it is a NumPy array that cannot be written."""
+    return a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a
 
 
 def _on_host(a, dtype) -> np.ndarray:

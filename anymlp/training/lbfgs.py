@@ -71,8 +71,6 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
             "warm_start=True to continue."
         )
         return to_device(x.astype(host_dtype(dtype))), iteration["n"], fun
-    finally:
-        notify(callbacks, "on_fit_end", estimator)
     n_iter = _check_result(result, max_iter)
     return to_device(result.x.astype(host_dtype(dtype))), n_iter, float(result.fun)
 

@@ -325,8 +325,6 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             # Cut short after its loss was recorded (in the validation score, the verbose
             # output or a callback): the epoch goes from the history as its weights went.
             history.rollback(unfinished)
-    finally:
-        notify(callbacks, "on_fit_end", estimator)
     if history.early_stopping:
         if history.best_theta is not None:
             theta = history.best_theta
