@@ -37,10 +37,13 @@ class Callback:
         """Called after each batch update, without any value read from the device."""
 
     def on_epoch_end(self, estimator: Any, record: EpochRecord) -> None:
-        """Called after each epoch's bookkeeping (loss_curve_, stopping counters)."""
+        """Called after each epoch's bookkeeping; the estimator's ``n_iter_``, ``t_``,
+        ``loss_curve_`` (and, for L-BFGS, its weights) are that epoch's, so a model
+        pickled here is the model of that epoch."""
 
     def on_fit_end(self, estimator: Any) -> None:
-        """Called once when fitting stops, also after an interruption."""
+        """Called once when fitting stops, also after an interruption or an error, with the
+        estimator holding what the fit keeps (the best weights with early stopping)."""
 
 
 HOOKS = ("on_fit_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_fit_end")
