@@ -146,3 +146,16 @@ def test_a_model_loaded_read_only_trains_on(tmp_path, digits, backend):
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     unchanged = joblib.load(tmp_path / "m.joblib")
     assert unchanged.n_iter_ == 2 and unchanged.t_ == 2 * len(y)
+
+
+def test_a_model_loaded_read_only_takes_a_new_layer(tmp_path, digits):
+    X, y = digits
+    clf = _fit(MLPClassifier((5,), max_iter=2, random_state=0), X, y)
+    joblib.dump(clf, tmp_path / "m.joblib")
+    loaded = joblib.load(tmp_path / "m.joblib", mmap_mode="r")
+    coefs = loaded.coefs_
+    coefs[1] = np.zeros((5, 10))
+    coefs[0] = np.zeros((64, 5))  # the same list, after the model took its own copy
+    assert all(not np.any(c) for c in loaded.coefs_)
+    assert np.allclose(loaded.predict_proba(X), loaded.predict_proba(X)[0])
+    assert np.array_equal(joblib.load(tmp_path / "m.joblib")._theta, clf._theta)  # the file is untouched

@@ -845,3 +845,17 @@ def test_validation_r2_is_r2_score(dtype, weighted):
     if weighted:  # all-zero weights: scikit-learn's own message
         with pytest.raises(ValueError, match="at least one non-zero"):
             anymlp.MLPRegressor()._score_predictions(y_true, cases[0], np.zeros(shape[0], dtype=dtype))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_float32_sample_weight_beside_float64_X_is_widened_first(solver):
+    """A documented difference: scikit-learn keeps float32 weights as they are (so sums them
+    in float32); anymlp widens them to X's float64 first. anymlp's fit is scikit-learn's
+    given the widened weights, to the bit, and differs from its float32 one only in rounding."""
+    X, y = _multiclass(60)
+    sw = np.linspace(0.1, 1, 60).astype(np.float32)
+    params = dict(hidden_layer_sizes=(7,), solver=solver, random_state=0, max_iter=10)
+    ours, ref = _fit_pair("clf", X, y, fit_params={"sample_weight": sw}, **params)
+    widened = sk.MLPClassifier(**params).fit(X, y, sample_weight=sw.astype(np.float64))
+    assert_same_weights(ours, widened)
+    assert_same_weights(ours, ref, atol=1e-6)

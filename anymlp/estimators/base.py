@@ -170,8 +170,13 @@ class BaseMLP(BaseEstimator):
         origin = self._theta
 
         def write(positions, arrays):
+            nonlocal origin
             if self._theta is not origin:
                 return
+            if isinstance(origin, np.ndarray) and not origin.flags.writeable:
+                # Loaded read-only (joblib's mmap_mode="r"): the model takes a copy of its own,
+                # which this list keeps writing to.
+                self._theta = origin = origin.copy()
             spans, xp = _layer_spans(self._arch.layout, kind), self._backend.xp
             given = [tuple(a.shape) for a in arrays]
             expected = [spans[i][2] for i in positions]
