@@ -161,15 +161,15 @@ def _read_npz(file: Path):
 def _check_mnist(X, y, origin):
     X = np.asarray(X).reshape(len(X), -1)
     y = np.asarray(y)
-    if X.shape != (N_TRAIN + N_TEST, N_FEATURES) or y.shape != (N_TRAIN + N_TEST,):
-        raise ValueError(
-            f"{origin}: expected X of shape (70000, 784) and y of shape (70000,), "
-            f"got {X.shape} and {y.shape}."
-        )
     if X.dtype != np.uint8 and not _pixels(X):
         raise ValueError(
             f"{origin}: expected pixels as integers from 0 to 255 (MNIST's uint8); got {X.dtype} "
             f"values from {X.min()} to {X.max()}. Store the raw pixels; scaling is load_mnist's scale=."
+        )
+    if X.shape != (N_TRAIN + N_TEST, N_FEATURES) or y.shape != (N_TRAIN + N_TEST,):
+        raise ValueError(
+            f"{origin}: expected X of shape (70000, 784) and y of shape (70000,), "
+            f"got {X.shape} and {y.shape}."
         )
     return X.astype(np.uint8, copy=False), y.astype(np.int64)
 
