@@ -508,14 +508,13 @@ def test_sparse_torch_y_and_sample_weight_are_refused_plainly(what, estimator):
         estimator(max_iter=1).fit(X, y, sample_weight=sw)
 
 
-def test_a_zero_dimensional_torch_sample_weight_weighs_every_sample():
-    torch = pytest.importorskip("torch")
-    X, y, _ = _sparse_problem(torch)
-    X, y = torch.asarray(X), torch.asarray(y)
+def test_a_zero_dimensional_sample_weight_weighs_every_sample(device_backend):
+    rng = np.random.RandomState(0)
+    X, y = device_backend.asarray(rng.normal(size=(60, 4))), device_backend.asarray(np.arange(60) % 2)
     params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0)
-    scalar = _fit_quietly(MLPClassifier(**params), X, y, sample_weight=torch.tensor(2.0, dtype=torch.float64))
-    full = _fit_quietly(MLPClassifier(**params), X, y, sample_weight=torch.full((60,), 2.0, dtype=torch.float64))
-    assert torch.equal(scalar._theta, full._theta)
+    scalar = _fit_quietly(MLPClassifier(**params), X, y, sample_weight=device_backend.asarray(np.float64(2.0)))
+    full = _fit_quietly(MLPClassifier(**params), X, y, sample_weight=device_backend.asarray(np.full(60, 2.0)))
+    assert np.array_equal(device_backend.numpy(scalar._theta), device_backend.numpy(full._theta))
 
 
 # ------------------------------------------------------------------ device names

@@ -215,7 +215,9 @@ def check_sample_weight(sample_weight, X, *, xp=None):
         refuse_sparse(sample_weight, "sample_weight")
         sw = _as_float(sample_weight, xp=xp, what="sample_weight")
         if sw.ndim == 0:  # one weight for every sample, as scikit-learn takes a scalar
-            sw = xp.full((X.shape[0],), sw, dtype=sw.dtype, device=device_of(sw))
+            # (times ones, not xp.full: the standard's full takes a Python scalar only, and
+            # reading the weight back would cost a device sync)
+            sw = sw * xp.ones((X.shape[0],), dtype=sw.dtype, device=device_of(sw))
         if sw.ndim != 1 or sw.shape[0] != X.shape[0]:
             raise ValueError(f"sample_weight.shape == {tuple(sw.shape)}, expected ({X.shape[0]},)!")
         check_finite(sw, xp=xp, what="sample_weight")
