@@ -191,7 +191,6 @@ def refuse_sparse(a, what):
 
 def check_device_target(y, n_samples, *, xp):
     """A regression target held by a non-NumPy library: 1-D or 2-D, numeric, finite."""
-    refuse_sparse(y, "y")
     if y.ndim not in (1, 2):
         raise ValueError(f"y must be 1D or 2D; got shape {tuple(y.shape)}.")
     if y.shape[0] != n_samples:

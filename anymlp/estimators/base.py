@@ -47,7 +47,8 @@ from anymlp._backend import (
     to_namespace_of,
 )
 from anymlp.estimators._validation import (
-    check_device_X, check_same_library, check_sample_weight, validate_host_fit_data, validate_predict_host_X,
+    check_device_X, check_same_library, check_sample_weight, refuse_sparse, validate_host_fit_data,
+    validate_predict_host_X,
 )
 from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
 from anymlp.kernels import denormals_flushed, fused_kernels_loaded
@@ -173,10 +174,9 @@ class BaseMLP(BaseEstimator):
             nonlocal origin
             if self._theta is not origin:
                 return
-            if isinstance(origin, np.ndarray) and not origin.flags.writeable:
-                # Loaded read-only (joblib's mmap_mode="r"): the model takes a copy of its own,
-                # which this list keeps writing to.
-                self._theta = origin = origin.copy()
+            # Loaded read-only (joblib's mmap_mode="r"): the model takes a copy of its own,
+            # which this list keeps writing to.
+            self._theta = origin = _writable(origin)
             spans, xp = _layer_spans(self._arch.layout, kind), self._backend.xp
             given = [tuple(a.shape) for a in arrays]
             expected = [spans[i][2] for i in positions]
@@ -382,6 +382,7 @@ class BaseMLP(BaseEstimator):
     def _validate_target_beside_device_X(self, y, n_samples, *, xp):
         """y for device X: checked where it lives (device) or as scikit-learn does (host)."""
         if is_device_array(y):
+            refuse_sparse(y, "y")
             return self._validate_device_target(y, n_samples, xp=xp)
         y = check_array(y, ensure_2d=False, dtype="numeric" if not self._is_classifier else None,
                         ensure_all_finite=True, input_name="y")

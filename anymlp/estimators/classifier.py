@@ -13,7 +13,6 @@ from sklearn.utils.validation import check_array, check_consistent_length
 
 from anymlp._backend import device_of, is_numpy_namespace, to_host, to_namespace_of
 from anymlp.estimators.base import BaseMLP, host_copy
-from anymlp.estimators._validation import refuse_sparse
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
@@ -99,7 +98,6 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     # ------------------------------------------------------------------ targets
 
     def _validate_device_target(self, y, n_samples, *, xp):
-        refuse_sparse(y, "y")
         y = check_array(to_host(y), ensure_2d=False, dtype=None, input_name="y")
         check_consistent_length(np.empty(n_samples), y)
         return y

@@ -44,7 +44,7 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
     def report(intermediate_result):
         iteration["n"] += 1
         last["x"], last["fun"] = np.array(intermediate_result.x), float(intermediate_result.fun)
-        loss = float(intermediate_result.fun)
+        loss = last["fun"]
         if verbose:
             print("Iteration %d, loss = %.8f" % (iteration["n"], loss))
         now = time.perf_counter()

@@ -23,7 +23,7 @@ from array_api_compat import is_torch_array
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches
 
-from anymlp._backend import host_dtype, to_host
+from anymlp._backend import host_dtype, is_sparse_tensor, to_host
 from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError
 from anymlp.nn.losses import LossTerms
 from anymlp.training.callbacks import notify
@@ -76,7 +76,7 @@ def take_rows(X, index, *, xp):
     if sp.issparse(X) or isinstance(X, np.ndarray):
         return X[index]
     if isinstance(index, slice):
-        if not (is_torch_array(X) and X.is_sparse):
+        if not is_sparse_tensor(X):
             return X[index, ...]  # the trailing ellipsis is what the standard asks for
         # torch's sparse COO has no strided views: a slice becomes its rows' indices.
         index = xp.arange(*index.indices(X.shape[0]), device=X.device)
