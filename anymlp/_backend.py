@@ -277,7 +277,8 @@ def is_device_array(x) -> bool:
 def input_namespace(*arrays):
     """Namespace and device of user arrays; NumPy for lists, pandas, sparse and NumPy.
 
-    Raises a plain ValueError when arrays come from different libraries or devices.
+    Raises a plain ValueError when arrays come from different libraries or devices, or
+    hold no data (torch's "meta" device).
     """
     device_arrays = [a for a in arrays if is_device_array(a)]
     if not device_arrays:
@@ -295,7 +296,11 @@ def input_namespace(*arrays):
         raise ValueError(
             f"X, y and sample_weight must be on the same device; got {', '.join(sorted(devices))}."
         )
-    return xp, array_api_compat.device(device_arrays[0])
+    device = array_api_compat.device(device_arrays[0])
+    if getattr(device, "type", None) == "meta":
+        raise ValueError("Got a tensor on torch's 'meta' device, which holds shapes but no values; "
+                         "move the data to 'cpu' or 'cuda' first.")
+    return xp, device
 
 
 # --------------------------------------------------------------------------
@@ -318,15 +323,19 @@ def _parse_device(xp, device):
         return _torch_device(device)
     if name == "cupy":
         return _cupy_device(device)
-    if name == "array_api_strict" and isinstance(device, str):
+    if name == "array_api_strict":
         return _strict_device(xp, device)
     return device
 
 
-def _strict_device(xp, device: str):
+def _strict_device(xp, device):
+    if isinstance(device, xp.Device):
+        return device
     if device == "cpu":
         return xp.Device("CPU_DEVICE")  # array_api_strict's own CPU
     try:
+        if not isinstance(device, str):
+            raise ValueError
         return xp.Device(device)
     except ValueError:
         raise ValueError(
@@ -442,6 +451,9 @@ def resolve_backend(*arrays, backend=None, device=None) -> Backend:
 
 
 def _backend_for_device(device) -> str:
+    library = type(device).__module__.split(".")[0]
+    if library in ("torch", "cupy", "array_api_strict"):
+        return library  # a device object (torch.device, ...) names its library
     text = str(device)
     if text == "cpu":
         return "numpy"

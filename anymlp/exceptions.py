@@ -17,6 +17,23 @@ class NonFiniteTrainingError(ValueError):
         super().__init__(message)
 
 
+class ZeroWeightBatchError(NonFiniteTrainingError, ZeroDivisionError):
+    """A minibatch's sample weights summed to zero, so its loss and gradient are 0/0.
+
+    Also a ZeroDivisionError, which scikit-learn raises there ("Weights sum to
+    zero, can't be normalized").
+    """
+
+    def __init__(self, epoch: int, parameters=None):
+        self.parameters = parameters  # the flat parameters of the last complete epoch, for the model
+        super().__init__(
+            f"The sample weights of a minibatch summed to zero in epoch {epoch}, so its loss and "
+            "gradient are undefined (0/0). Drop the zero-weight samples, or use a larger batch_size. "
+            "A warm fit or partial_fit keeps the parameters of the last complete epoch; a new fit leaves "
+            "the estimator unfitted."
+        )
+
+
 class DivergenceWarning(UserWarning):
     """Training stopped because the loss or the weights became NaN or infinite."""
 
@@ -25,4 +42,5 @@ class IncompatibleModelError(ValueError):
     """A pickled model was written by an anymlp version this one cannot read."""
 
 
-__all__ = ["BackendUnavailableError", "DivergenceWarning", "IncompatibleModelError", "NonFiniteTrainingError"]
+__all__ = ["BackendUnavailableError", "DivergenceWarning", "IncompatibleModelError", "NonFiniteTrainingError",
+           "ZeroWeightBatchError"]

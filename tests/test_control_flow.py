@@ -114,14 +114,51 @@ def test_ctrl_c_restores_the_optimizer_with_the_weights():
     np.testing.assert_array_equal(a.v, b.v)
 
 
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_a_minibatch_whose_weights_sum_to_zero_is_named(library):
+    """scikit-learn raises ZeroDivisionError there; anymlp says what happened (not divergence,
+    not "large values"), a first fit leaves the estimator unfitted, and a partial_fit keeps
+    the model it had."""
+    X, y = make_regression(n_samples=40, n_features=3, random_state=0)
+    y = y / 100
+    w = np.ones(40)
+    w[7] = 0.0
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        X, y, w = torch.asarray(X), torch.asarray(y), torch.asarray(w)
+    params = dict(hidden_layer_sizes=(4,), batch_size=1, max_iter=3, random_state=0)
+    with pytest.raises(ZeroDivisionError):
+        _quiet(sk.MLPRegressor(**params).fit, np.asarray(X), np.asarray(y), sample_weight=np.asarray(w))
+    model = MLPRegressor(**params)
+    with pytest.raises(anymlp.exceptions.ZeroWeightBatchError, match="summed to zero in epoch 1") as error:
+        _quiet(model.fit, X, y, sample_weight=w)
+    assert isinstance(error.value, ValueError) and isinstance(error.value, ZeroDivisionError)
+    assert not hasattr(model, "coefs_")
+    model = _quiet(MLPRegressor(**params).fit, X, y)
+    before = [np.array(a) for a in model.coefs_ + model.intercepts_]
+    state = [np.array(a) for a in model._optimizer.state[1:]]
+    history = (model.t_, list(model.loss_curve_))
+    with pytest.raises(ZeroDivisionError, match="keeps the parameters of the last complete epoch"):
+        _quiet(model.partial_fit, X, y, sample_weight=w)
+    for a, b in zip(model.coefs_ + model.intercepts_, before):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    for a, b in zip(model._optimizer.state[1:], state):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    assert (model.t_, model.loss_curve_) == history
+    _quiet(model.partial_fit, X, y)
+    assert np.isfinite(model.loss_)
+
+
 def test_weights_gone_to_minus_infinity_are_divergence():
     from anymlp.nn.losses import LossTerms
     from anymlp.training.stochastic import EpochLosses, read_epoch_end
 
     one_batch = EpochLosses(np)
     one_batch.add(LossTerms(np.asarray([1.0]), 1.0, 1), 1)
-    assert read_epoch_end(one_batch, np.array([1.0, -np.inf]), xp=np) == (1.0, False)
-    assert read_epoch_end(one_batch, np.array([1.0, -2.0]), xp=np) == (1.0, True)
+    diverged = read_epoch_end(one_batch, np.array([1.0, -np.inf]), xp=np)
+    assert (diverged.loss_total, diverged.theta_finite) == (1.0, False)
+    finite = read_epoch_end(one_batch, np.array([1.0, -2.0]), xp=np)
+    assert (finite.loss_total, finite.theta_finite, finite.zero_weight_batch) == (1.0, True, False)
 
 
 def test_lbfgs_ending_at_a_non_finite_loss_is_no_model():

@@ -9,7 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import anymlp
 from anymlp import MLPClassifier, MLPRegressor
-from anymlp._backend import BackendUnavailableError
+from anymlp._backend import BackendUnavailableError, to_host
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +173,47 @@ def test_cupy_without_gpu_says_what_to_do(digits, monkeypatch):
         MLPClassifier(max_iter=1, backend="cupy").fit(X, y)
 
 
-def test_mixed_libraries_are_refused(digits):
+def test_device_targets_beside_host_X_come_to_the_host(digits):
+    """A Pipeline's scaler hands on NumPy X while y (and sample_weight) stay tensors: X decides
+    where training runs, and the fit is the one on NumPy targets, as scikit-learn takes them."""
     torch = pytest.importorskip("torch")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     X, y = digits
-    with pytest.raises(ValueError, match="same array library"):
-        MLPClassifier(max_iter=1).fit(X, torch.asarray(y))
+    w = np.linspace(0.5, 1.5, len(y))
+    params = dict(hidden_layer_sizes=(10,), max_iter=3, random_state=0)
+    on_host = _fit_quietly(make_pipeline(StandardScaler(), MLPClassifier(**params)), X, y,
+                           mlpclassifier__sample_weight=w)
+    mixed = _fit_quietly(make_pipeline(StandardScaler(), MLPClassifier(**params)), torch.asarray(X),
+                         torch.asarray(y), mlpclassifier__sample_weight=torch.asarray(w))
+    np.testing.assert_array_equal(mixed[-1].coefs_[0], on_host[-1].coefs_[0])
+    assert isinstance(mixed.predict(torch.asarray(X)), np.ndarray)  # the scaler's NumPy X decides
+    reg = _fit_quietly(MLPRegressor(**params), X, torch.asarray(y, dtype=torch.float64))
+    np.testing.assert_array_equal(reg.coefs_[0], _fit_quietly(MLPRegressor(**params), X, y.astype(float)).coefs_[0])
+
+
+def test_targets_of_another_library_or_device_move_to_X():
+    """Everything follows X, as in scikit-learn's array-API estimators (its
+    check_array_api_mixed_inputs): y and sample_weight from another library or device are
+    moved to X's, and the fit is the one on X's own."""
+    torch = pytest.importorskip("torch")
+    xps = pytest.importorskip("array_api_strict")
+    rng = np.random.RandomState(0)
+    X, y, w = rng.normal(size=(50, 4)), rng.randint(0, 3, 50), rng.uniform(0.5, 1.5, 50)
+    params = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    device1 = xps.Device("device1")
+    cases = [
+        (torch.asarray(X), (torch.asarray(y), torch.asarray(w)), (xps.asarray(y, device=device1),
+                                                                   xps.asarray(w, device=device1))),
+        (xps.asarray(X, device=device1), (xps.asarray(y, device=device1), xps.asarray(w, device=device1)),
+         (xps.asarray(y), xps.asarray(w))),
+    ]
+    for X_, own, other in cases:
+        expected = _fit_quietly(MLPClassifier(**params), X_, own[0], sample_weight=own[1])
+        mixed = _fit_quietly(MLPClassifier(**params), X_, other[0], sample_weight=other[1])
+        assert type(mixed.classes_) is np.ndarray and mixed._backend.device == expected._backend.device
+        np.testing.assert_array_equal(to_host(mixed.coefs_[0]), to_host(expected.coefs_[0]))
 
 
 def test_predict_on_another_namespace_converts_the_model(digits, monkeypatch):
@@ -392,7 +428,6 @@ def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weigh
     its own order, and on CUDA divides by a scalar as a multiply by its reciprocal.)"""
     from array_api_compat import array_namespace
 
-    from anymlp._backend import to_host
     from anymlp.nn.losses import LossTerms
     from anymlp.training.stochastic import EpochLosses, read_epoch_end
 
@@ -417,8 +452,9 @@ def test_epoch_loss_combined_on_the_host_is_the_device_sum(backend, dtype, weigh
     losses = EpochLosses(xp)
     for terms, rows in batch_losses:
         losses.add(terms, rows)
-    loss, finite = read_epoch_end(losses, theta, xp=xp)
-    assert finite
+    end = read_epoch_end(losses, theta, xp=xp)
+    loss = end.loss_total
+    assert end.theta_finite and not end.zero_weight_batch
     if backend.id == "cupy" or (backend.id == "torch" and (n_outputs >= 8 or theta.device.type != "cpu")):
         # rounding of each term (~3000) in 31 terms
         assert loss == pytest.approx(float(to_host(expected)), abs=1e5 * float(np.finfo(dtype).eps))
@@ -692,3 +728,87 @@ def test_in_place_edits_reach_predictions_on_another_library():
     model.intercepts_[1][...] = 0
     assert np.allclose(model.predict_proba(X), 0.5) and not np.allclose(before, 0.5)
 
+
+
+def test_partial_fit_takes_device_classes_and_device_multilabel_y():
+    """Labels are encoded on the host, with an explicit copy: array_api_strict's device1
+    refuses the implicit one scikit-learn's np.asarray would make."""
+    xps = pytest.importorskip("array_api_strict")
+    device = xps.Device("device1")
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(60, 4)), rng.randint(0, 3, 60)
+    Xd, yd = xps.asarray(X, device=device), xps.asarray(y, device=device)
+    params = dict(hidden_layer_sizes=(5,), random_state=0)
+    on_device = MLPClassifier(**params).partial_fit(Xd, yd, classes=xps.arange(3, device=device))
+    on_device.partial_fit(Xd, yd, classes=xps.arange(3, device=device))
+    on_host = MLPClassifier(**params).partial_fit(X, y, classes=np.arange(3)).partial_fit(X, y, classes=np.arange(3))
+    np.testing.assert_allclose(to_host(on_device.coefs_[0]), on_host.coefs_[0], rtol=1e-12)
+    Y = np.stack([y == 0, y == 1], axis=1).astype(np.int64)
+    multilabel = MLPClassifier(**params).partial_fit(Xd, xps.asarray(Y, device=device), classes=np.arange(2))
+    assert multilabel._label_binarizer.y_type_ == "multilabel-indicator"
+    assert tuple(multilabel.predict(Xd).shape) == (60, 2)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_a_model_fit_in_inference_mode_trains_and_takes_parameters_outside_it(solver):
+    """torch refuses in-place changes to inference tensors outside inference mode: the model
+    copies its parameters and optimizer state once, as for a read-only loaded model."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    X, y = torch.asarray(rng.normal(size=(40, 3))), torch.asarray(rng.randint(0, 3, 40))
+    params = dict(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0)
+    with torch.inference_mode():
+        inside = _fit_quietly(MLPClassifier(**params), X, y)
+    outside = _fit_quietly(MLPClassifier(**params), X, y)
+    for model in (inside, outside):
+        if solver == "lbfgs":
+            _fit_quietly(model.set_params(warm_start=True), X, y)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.partial_fit(X, y)
+    for a, b in zip(inside.coefs_ + inside.intercepts_, outside.coefs_ + outside.intercepts_):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    inside.coefs_[0] = torch.zeros(3, 4, dtype=torch.float64)
+    inside.intercepts_[1] = torch.ones(3, dtype=torch.float64)
+    assert float(inside.coefs_[0].abs().sum()) == 0 and float(inside.intercepts_[1].sum()) == 3
+
+
+def test_meta_tensors_get_a_plain_error(digits):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    Xt, yt = torch.asarray(X), torch.asarray(y)
+    fitted = _fit_quietly(MLPClassifier((5,), max_iter=2), Xt, yt)
+    for X_, y_ in [(Xt.to("meta"), yt.to("meta")), (X, yt.to("meta")), (Xt.to("meta"), y)]:
+        with pytest.raises(ValueError, match="'meta' device, which holds shapes but no values"):
+            MLPClassifier((5,), max_iter=2).fit(X_, y_)
+    with pytest.raises(ValueError, match="'meta' device"):
+        fitted.predict_proba(Xt.to("meta"))
+
+
+def test_a_device_column_target_warns_as_a_host_one(regression):
+    torch = pytest.importorskip("torch")
+    from sklearn.exceptions import DataConversionWarning
+
+    X, Y = regression
+    y = Y[:, :1]
+    for X_, y_ in [(X, y), (torch.asarray(X), torch.asarray(y))]:
+        with pytest.warns(DataConversionWarning, match="column-vector y"):
+            model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2).fit(X_, y_)
+        assert model.n_outputs_ == 1
+
+
+def test_device_objects_name_their_library(digits):
+    torch = pytest.importorskip("torch")
+    xps = pytest.importorskip("array_api_strict")
+    X, y = digits
+    params = dict(hidden_layer_sizes=(5,), max_iter=2, random_state=0)
+    strict = _fit_quietly(MLPClassifier(**params, device=xps.Device("device1")), X, y)
+    assert strict._backend.name == "array_api_strict" and strict._backend.device == xps.Device("device1")
+    on_torch = _fit_quietly(MLPClassifier(**params, device=torch.device("cpu")), X, y)
+    assert on_torch._backend.name == "torch"
+    Xs, ys = xps.asarray(X, device=xps.Device("device1")), xps.asarray(y, device=xps.Device("device1"))
+    assert _fit_quietly(MLPClassifier(**params, device=xps.Device("device1")), Xs, ys)._backend.name == \
+        "array_api_strict"
+    with pytest.raises(ValueError, match=r"device=device\(type='cpu'\) is not an array_api_strict device"):
+        MLPClassifier(**params, device=torch.device("cpu")).fit(Xs, ys)

@@ -788,6 +788,34 @@ def test_sparse_multilabel_targets_predict_sparse():
     np.testing.assert_array_equal(predicted.toarray(), expected.toarray())
 
 
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_multilabel_targets_with_early_stopping(fmt):
+    """The held-out rows of a sparse indicator matrix are scored as scikit-learn scores them."""
+    X, Y = _multilabel(400)
+    ours, ref = _fit_pair("clf", X, sp.csr_matrix(Y).asformat(fmt), hidden_layer_sizes=(20,), max_iter=40,
+                          learning_rate_init=0.02, random_state=0, early_stopping=True, n_iter_no_change=100)
+    assert_same_weights(ours, ref)
+    assert len(set(ref.validation_scores_)) > 3  # scores that move, so the held-out rows matter
+    assert ours.validation_scores_ == pytest.approx(ref.validation_scores_)
+    assert ours.best_validation_score_ == pytest.approx(ref.best_validation_score_)
+
+
+@pytest.mark.parametrize("kind", ["clf", "reg"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_a_sparse_one_column_target_gets_sklearns_type_error(kind, fmt):
+    X, y = make_classification(n_samples=40, n_features=4, random_state=0)
+    y = sp.csr_matrix(y.astype(float)).T.asformat(fmt)
+    est = anymlp.MLPClassifier if kind == "clf" else anymlp.MLPRegressor
+    ref = sk.MLPClassifier if kind == "clf" else sk.MLPRegressor
+    model = est(hidden_layer_sizes=(3,), max_iter=2)
+    with pytest.raises(TypeError, match="Sparse data was passed for y") as ours:
+        model.fit(X, y)
+    with pytest.raises(TypeError) as theirs:
+        ref(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
+    assert str(ours.value) == str(theirs.value)
+    assert not hasattr(model, "n_outputs_")  # refused before anything was set up
+
+
 @pytest.mark.parametrize("n", [1, 7, 200, 60000])
 def test_epoch_shuffle_draws_as_sklearn_shuffle(n):
     """The loop's own shuffle of the row order: scikit-learn's order, and the same random

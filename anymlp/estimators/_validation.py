@@ -17,6 +17,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from anymlp._backend import (
     backend_name, device_of, float_dtype, input_namespace, is_device_array, is_sparse_tensor, to_host,
+    to_namespace_of,
 )
 
 
@@ -91,24 +92,25 @@ def _plainly_valid(estimator, X) -> bool:
     return _passes_finite_check(X)
 
 
-def check_same_library(X, *others, names=("y", "sample_weight")):
-    """X decides the namespace; device ``y``/``sample_weight`` must match it.
+def targets_beside_X(X, y, sample_weight):
+    """``(y, sample_weight)``, arrays of another library or device than X's moved to X's.
 
-    Host arrays (NumPy, lists, pandas) beside device X are fine: labels are
-    small and get moved. A device array beside host X, or two device
-    libraries or devices, is a mistake worth a clear message.
+    Everything follows X, as in scikit-learn's array-API estimators: X decides
+    where training runs, and the targets are small. Host arrays (NumPy, lists,
+    pandas) stay as they are and are checked and moved with X later; a tensor
+    beside NumPy X comes to the host (a ``Pipeline`` whose scaler hands on
+    NumPy while ``y`` stays a tensor).
     """
-    x_is_device = is_device_array(X)
-    for name, other in zip(names, others):
-        if not is_device_array(other):
-            continue
-        if not x_is_device:
-            raise ValueError(
-                f"X is a host array (NumPy/list/DataFrame) but {name} is a "
-                f"{type(other).__module__.split('.')[0]} array. Pass X and {name} "
-                "from the same array library."
-            )
-        input_namespace(X, other)  # raises on library or device mismatch
+    x_xp, x_device = input_namespace(X)  # (raises for tensors without data)
+    moved = []
+    for name, a in (("y", y), ("sample_weight", sample_weight)):
+        if is_device_array(a):
+            refuse_sparse(a, name)
+            a_xp, a_device = input_namespace(a)
+            if a_xp is not x_xp or repr(a_device) != repr(x_device):
+                a = to_namespace_of(to_host(a), x_xp, x_device)
+        moved.append(a)
+    return tuple(moved)
 
 
 _TORCH_COMPRESSED = ("torch.sparse_csr", "torch.sparse_csc", "torch.sparse_bsr", "torch.sparse_bsc")
@@ -210,8 +212,7 @@ def check_sample_weight(sample_weight, X, *, xp=None):
     """
     if sample_weight is None:
         return None
-    if is_device_array(sample_weight):
-        refuse_sparse(sample_weight, "sample_weight")
+    if is_device_array(sample_weight):  # (dense: targets_beside_X refused sparse tensors)
         sw = _as_float(sample_weight, xp=xp, what="sample_weight")
         if sw.ndim == 0:  # one weight for every sample, as scikit-learn takes a scalar
             # (times ones, not xp.full: the standard's full takes a Python scalar only, and

@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import sys
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
+from array_api_compat import is_torch_array
 from sklearn import config_context as sklearn_config_context
 from sklearn import get_config as get_sklearn_config
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import DataConversionWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d
@@ -47,10 +50,10 @@ from anymlp._backend import (
     to_namespace_of,
 )
 from anymlp.estimators._validation import (
-    check_device_X, check_same_library, check_sample_weight, refuse_sparse, validate_host_fit_data,
+    check_device_X, check_sample_weight, targets_beside_X, validate_host_fit_data,
     validate_predict_host_X,
 )
-from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
+from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError, ZeroWeightBatchError
 from anymlp.kernels import denormals_flushed, fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
@@ -256,7 +259,7 @@ class BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "_theta") or (not self.warm_start and not incremental)
         if not first_pass:
             self._check_same_network(hidden)
-        check_same_library(X, y, sample_weight)
+        y, sample_weight = targets_beside_X(X, y, sample_weight)
         if self.early_stopping and self.solver in _STOCHASTIC_SOLVERS:
             if incremental:
                 raise ValueError("partial_fit does not support early_stopping=True")
@@ -275,6 +278,7 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
         self._move_state_to(backend)
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
+        self._publish_labels()
         data = self._training_data(X, Y, sample_weight)
         rows = data.n_samples if self.solver == "lbfgs" else self._batch_size(data.n_samples, warn_if_clipped=False)
         try:
@@ -376,13 +380,12 @@ class BaseMLP(BaseEstimator):
             # inside the loss); check_array's message says to convert them explicitly.
             check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True) if isinstance(y, np.ndarray) else y[:, 0]
+            y = _column_to_1d(y)
         return X, y
 
     def _validate_target_beside_device_X(self, y, n_samples, *, xp):
         """y for device X: checked where it lives (device) or as scikit-learn does (host)."""
-        if is_device_array(y):
-            refuse_sparse(y, "y")
+        if is_device_array(y):  # (dense: targets_beside_X refused sparse tensors)
             return self._validate_device_target(y, n_samples, xp=xp)
         y = check_array(y, ensure_2d=False, dtype="numeric" if not self._is_classifier else None,
                         ensure_all_finite=True, input_name="y")
@@ -419,6 +422,9 @@ class BaseMLP(BaseEstimator):
             optimizer.map_arrays(move)
             if isinstance(optimizer, AdamOptimizer):
                 optimizer.set_namespace(backend.xp)
+
+    def _publish_labels(self):
+        """Label attributes that depend on the output namespace (the classifier's ``classes_``)."""
 
     def _current_arch(self) -> Architecture:
         """The network as scikit-learn reads it on every call, not as it was first fit.
@@ -511,6 +517,9 @@ class BaseMLP(BaseEstimator):
                 to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
                 callbacks=self.callbacks, estimator=self, trained=trained, publish=self._publish_history,
             )
+        except ZeroWeightBatchError as error:
+            self._theta = error.parameters  # not the epoch's 0/0 step
+            raise
         finally:
             self._publish_history()
 
@@ -734,6 +743,8 @@ class BaseMLP(BaseEstimator):
             state["_backend"] = backend_name(state["_backend"].xp)
         if "_output_namespace" in state:
             state["_output_namespace"] = "numpy"
+            if "classes_" in state:  # in X's namespace under array_api_dispatch
+                state["classes_"] = state["_label_binarizer"].classes_
         state["_anymlp_version"] = __version__
         state["_anymlp_pickle_format"] = _PICKLE_FORMAT
         return state
@@ -761,6 +772,7 @@ class BaseMLP(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
+        tags.array_api_support = True  # computed in the input's namespace, on its device
         return tags
 
 
@@ -839,9 +851,26 @@ def _input_backend_name(X) -> str:
     return backend_name(_namespace_of(X))
 
 
+def _column_to_1d(y):
+    """A one-column y as 1-D, with scikit-learn's DataConversionWarning; its TypeError for
+    sparse y (``column_or_1d``), which only multi-column targets may be."""
+    if not is_device_array(y):
+        return column_or_1d(y, warn=True)
+    warnings.warn(
+        "A column-vector y was passed when a 1d array was expected. Please change the shape "
+        "of y to (n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=2)
+    return y[:, 0]
+
+
 def _writable(a):
-    """``a``, or a copy of it when it is a NumPy array that cannot be written."""
-    return a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a
+    """``a``, or a copy of it that training can write in place: of a NumPy array that cannot be
+    written (loaded with joblib's ``mmap_mode="r"``), or of a torch inference tensor outside
+    ``torch.inference_mode`` (a model fit inside it), which torch refuses to change there."""
+    if isinstance(a, np.ndarray):
+        return a if a.flags.writeable else a.copy()
+    if is_torch_array(a) and a.is_inference() and not sys.modules["torch"].is_inference_mode_enabled():
+        return a.clone()  # a clone made outside inference mode is an ordinary tensor
+    return a
 
 
 def _on_host(a, dtype) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn import get_config as get_sklearn_config
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
@@ -104,7 +105,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def _encode_target(self, y, incremental):
         """Binarize labels on the host: ``(Y float (n, n_outputs), y)``."""
-        known = hasattr(self, "classes_") and (self.warm_start or incremental)
+        known = hasattr(self, "_label_binarizer") and (self.warm_start or incremental)
         if not known:
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
@@ -127,7 +128,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         for anything else (unseen or missing labels, other dtypes,
         multilabel), which takes scikit-learn's checks and messages.
         """
-        classes, kind = self.classes_, self._label_binarizer.y_type_
+        classes, kind = self._label_binarizer.classes_, self._label_binarizer.y_type_
         if not (isinstance(y, np.ndarray) and y.ndim == 1 and kind in ("binary", "multiclass")):
             return None
         if not _same_label_kind(y.dtype, classes.dtype) or len(classes) < 2:
@@ -144,18 +145,28 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return Y
 
     def _check_known_classes(self, y):
-        classes = unique_labels(y)
+        classes, known = unique_labels(y), self._label_binarizer.classes_
         if self.warm_start:
-            if set(classes) != set(self.classes_):
+            if set(classes) != set(known):
                 raise ValueError(
                     "warm_start can only be used where `y` has the same classes as in the "
-                    f"previous call to fit. Previously got {self.classes_}, `y` has {classes}"
+                    f"previous call to fit. Previously got {known}, `y` has {classes}"
                 )
-        elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+        elif len(np.setdiff1d(classes, known, assume_unique=True)):
             raise ValueError(
                 "`y` has classes not in `self.classes_`. "
-                f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                f"`self.classes_` has {known}. 'y' has {classes}."
             )
+
+    def _publish_labels(self):
+        """``classes_`` in X's namespace where scikit-learn's ``array_api_dispatch`` is on (numeric
+        labels), as its array-API classifiers keep them: its tools (``cross_val_predict``,
+        stacking) check them beside the predictions. NumPy otherwise, as in scikit-learn."""
+        classes = self._label_binarizer.classes_
+        out_xp, out_device = self._output_namespace
+        if get_sklearn_config()["array_api_dispatch"] and _takes_on_device(classes.dtype):
+            classes = to_namespace_of(classes, out_xp, out_device)
+        self.classes_ = classes
 
     def _stratify_labels(self, y_host):
         # scikit-learn stratifies only single-output (binary) problems.
@@ -164,6 +175,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return self._label_binarizer.transform(y_host).astype(bool)
 
     def _validation_target(self, y_host, data, val_idx):
+        if sp.issparse(y_host):  # multilabel; scored against dense predictions
+            return y_host[val_idx].toarray()
         return np.asarray(y_host)[val_idx]
 
     def _score_predictions(self, y_true, y_pred, sample_weight):
@@ -186,7 +199,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         if self._label_binarizer.y_type_ == "multilabel-indicator":
             return xp.astype(P > 0.5, xp.int64)
         if self.n_outputs_ == 1:
-            if len(self.classes_) == 1:
+            if len(self._label_binarizer.classes_) == 1:
                 return xp.zeros(P.shape[0], dtype=xp.int64, device=device_of(P))
             return xp.astype(P[:, 0] > 0.5, xp.int64)
         return xp.argmax(P, axis=1)
@@ -194,7 +207,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _decode_host(self, codes):
         if self._label_binarizer.y_type_ == "multilabel-indicator":
             return codes
-        return self.classes_[codes]
+        return self._label_binarizer.classes_[codes]
 
     def _predict_host(self, theta, X):
         return self._decode_host(super()._predict_host(theta, X))
@@ -212,8 +225,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             if getattr(self._label_binarizer, "sparse_input_", False) and is_numpy_namespace(out_xp):
                 return sp.csr_matrix(to_host(codes))  # sparse y, sparse predictions, as in scikit-learn
             return to_namespace_of(codes, out_xp, out_device)
-        if _takes_on_device(self.classes_.dtype):
-            classes = to_namespace_of(np.asarray(self.classes_), xp, backend.device)
+        classes = self._label_binarizer.classes_
+        if _takes_on_device(classes.dtype):
+            classes = to_namespace_of(classes, xp, backend.device)
             return to_namespace_of(xp.take(classes, codes, axis=0), out_xp, out_device)
         labels = self._decode_host(to_host(codes))
         if labels.dtype.kind != "u":
@@ -248,10 +262,14 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y); ``classes`` is required on the first call."""
         with self._fit_context(partial_fit=True):
+            # Labels are encoded on the host: device arrays come over explicitly (a device
+            # that refuses implicit conversion would refuse scikit-learn's np.asarray).
+            classes = host_copy(classes)
             if _first_partial_fit(self, classes):
                 self._label_binarizer = LabelBinarizer()
-                if type_of_target(host_copy(y)).startswith("multilabel"):
-                    self._label_binarizer.fit(y)
+                y_host = host_copy(y)
+                if type_of_target(y_host).startswith("multilabel"):
+                    self._label_binarizer.fit(y_host)
                 else:
                     self._label_binarizer.fit(classes)
             return self._fit(X, y, sample_weight, incremental=True)
@@ -278,8 +296,11 @@ def _first_partial_fit(clf, classes) -> bool:
     Streaming code passes the same ``classes`` on every call; scikit-learn's
     check sorts and type-checks them each time (~0.3 ms).
     """
-    known = getattr(clf, "classes_", None)
+    binarizer = getattr(clf, "_label_binarizer", None)
+    known = None if binarizer is None else binarizer.classes_
     if known is not None and isinstance(classes, np.ndarray) and classes.dtype == known.dtype \
             and np.array_equal(classes, known):
         return False
+    if "classes_" in clf.__dict__:
+        clf.classes_ = known  # on the host for scikit-learn's check (a fit republishes them)
     return _check_partial_fit_first_call(clf, classes)

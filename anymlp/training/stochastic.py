@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches
 
 from anymlp._backend import host_dtype, is_sparse_tensor, to_host
-from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError
+from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError, ZeroWeightBatchError
 from anymlp.nn.losses import LossTerms
 from anymlp.training.callbacks import notify
 from anymlp.training.history import History
@@ -177,12 +177,21 @@ class EpochLosses:
         self._pending = []
 
 
-def read_epoch_end(losses: EpochLosses, theta, *, xp) -> tuple[float, bool]:
-    """The epoch's summed loss and whether theta is finite: one device-to-host read."""
+@dataclass(frozen=True)
+class EpochEnd:
+    """What the host learns at the end of an epoch, in one device-to-host read."""
+
+    loss_total: float  # the batches' losses times their rows, summed
+    theta_finite: bool
+    zero_weight_batch: bool  # a batch's sample weights summed to 0: its loss and step are 0/0
+
+
+def read_epoch_end(losses: EpochLosses, theta, *, xp) -> EpochEnd:
     largest = xp.reshape(xp.max(xp.abs(theta)), (1,))
     per_output, *penalties, (largest,) = _read_together([*losses.stacked(), largest], xp=xp)
     sw_sums = penalties.pop() if losses.weighted else None
-    return _summed_loss(losses, per_output, penalties, sw_sums), math.isfinite(largest)
+    return EpochEnd(_summed_loss(losses, per_output, penalties, sw_sums), math.isfinite(largest),
+                    sw_sums is not None and not np.all(sw_sums))
 
 
 def _stack(arrays, *, xp):
@@ -276,8 +285,11 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 theta, losses = run_epoch(theta, data, order, settings.batch_size, objective,
                                           optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
-                loss_total, theta_finite = read_epoch_end(losses, theta, xp=xp)
-            history.record_loss(loss_total / n, n)
+                end = read_epoch_end(losses, theta, xp=xp)
+            if end.zero_weight_batch:  # scikit-learn raises here too: a data problem, not divergence
+                optimizer.restore(last_state)
+                raise ZeroWeightBatchError(history.n_iter + 1, parameters=last_good)
+            history.record_loss(end.loss_total / n, n)
             if settings.verbose:
                 print("Iteration %d, loss = %.8f" % (history.n_iter, history.loss))
             with np.errstate(over="ignore", invalid="ignore"):
@@ -292,7 +304,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                 "epoch": history.n_iter, "loss": history.loss, "validation_score": score,
                 "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else math.inf,
             })
-            diverged = not (math.isfinite(history.loss) and theta_finite)
+            diverged = not (math.isfinite(history.loss) and end.theta_finite)
             if diverged:
                 optimizer.restore(last_state)
                 if not (ever_finite or trained):
