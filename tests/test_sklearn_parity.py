@@ -816,6 +816,26 @@ def test_a_sparse_one_column_target_gets_sklearns_type_error(kind, fmt):
     assert not hasattr(model, "n_outputs_")  # refused before anything was set up
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_optimizer_state_reads_as_sklearns(solver):
+    """Code written for scikit-learn's optimizers reads ``_optimizer.ms``/``vs``/``t`` (Adam) and
+    ``velocities`` (SGD): per-parameter lists in coefs_ + intercepts_ order, here views of the
+    flat state, with scikit-learn's values (float64: to the bit), after a pickle too."""
+    import pickle
+
+    X, y = make_classification(n_samples=90, n_features=5, n_informative=3, n_classes=3, random_state=0)
+    ours, ref = _fit_pair("clf", X, y, hidden_layer_sizes=(4, 3), solver=solver, max_iter=4, random_state=0)
+    names = ("ms", "vs") if solver == "adam" else ("velocities",)
+    for model in (ours, pickle.loads(pickle.dumps(ours))):
+        for name in names:
+            mine, theirs = getattr(model._optimizer, name), getattr(ref._optimizer, name)
+            assert [a.shape for a in mine] == [a.shape for a in theirs]
+            for a, b in zip(mine, theirs):
+                np.testing.assert_array_equal(a, b)
+    if solver == "adam":
+        assert ours._optimizer.t == ref._optimizer.t > 0
+
+
 @pytest.mark.parametrize("n", [1, 7, 200, 60000])
 def test_epoch_shuffle_draws_as_sklearn_shuffle(n):
     """The loop's own shuffle of the row order: scikit-learn's order, and the same random

@@ -486,11 +486,15 @@ class BaseMLP(BaseEstimator):
     def _make_optimizer(self):
         xp, theta = self._backend.xp, self._theta
         if self.solver == "sgd":
-            return SGDOptimizer(theta, xp=xp, learning_rate_init=self.learning_rate_init,
-                                lr_schedule=self.learning_rate, momentum=self.momentum,
-                                nesterov=self.nesterovs_momentum, power_t=self.power_t)
-        return AdamOptimizer(theta, xp=xp, learning_rate_init=self.learning_rate_init,
-                             beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+            optimizer = SGDOptimizer(theta, xp=xp, learning_rate_init=self.learning_rate_init,
+                                     lr_schedule=self.learning_rate, momentum=self.momentum,
+                                     nesterov=self.nesterovs_momentum, power_t=self.power_t)
+        else:
+            optimizer = AdamOptimizer(theta, xp=xp, learning_rate_init=self.learning_rate_init,
+                                      beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        optimizer.param_shapes = tuple(shape for kind in ("coefs", "intercepts")
+                                       for _, _, shape in _layer_spans(self._arch.layout, kind))
+        return optimizer
 
     def _fit_stochastic(self, data: TrainingData, y_host, incremental, trained):
         if not incremental or getattr(self, "_optimizer", None) is None:

@@ -6,13 +6,36 @@ They keep scikit-learn's private surface (``learning_rate``, ``iteration_ends``,
 
 from __future__ import annotations
 
+import math
+
+from array_api_compat import array_namespace
+
 from anymlp.optim.adam import AdamState, adam_init, adam_step_size, adam_update
 from anymlp.optim.schedules import LearningRateSchedule
 from anymlp.optim.sgd import SGDState, sgd_init, sgd_update
 
 
 class _StateCheckpoints:
-    """Copy and restore the optimizer's arrays, with theta, at the end of a good epoch."""
+    """Copy and restore the optimizer's arrays, with theta, at the end of a good epoch; and
+    show them per layer as scikit-learn's optimizers hold them.
+
+    ``param_shapes`` (set by the estimator) are the shapes of ``coefs_ + intercepts_``: the
+    flat arrays hold those parameters one after the other, so consecutive views of these
+    shapes are scikit-learn's lists (``ms``, ``vs``, ``velocities``), which code written for
+    its optimizers reads. Views: they follow the training.
+    """
+
+    param_shapes: tuple | None = None
+
+    def _per_parameter(self, flat) -> list:
+        if self.param_shapes is None:
+            raise AttributeError("this optimizer was made without the parameters' shapes")
+        xp, views, start = array_namespace(flat), [], 0
+        for shape in self.param_shapes:
+            size = math.prod(shape)
+            views.append(xp.reshape(flat[start:start + size], shape))
+            start += size
+        return views
 
     def snapshot(self, copy):
         return type(self.state)(*(copy(a) if hasattr(a, "shape") else a for a in self.state))
@@ -40,6 +63,10 @@ class SGDOptimizer(_StateCheckpoints):
         )
         return theta
 
+    @property
+    def velocities(self) -> list:
+        return self._per_parameter(self.state.velocity)
+
     def iteration_ends(self, samples_seen: int) -> None:
         self.schedule.iteration_ends(samples_seen)
 
@@ -57,6 +84,18 @@ class AdamOptimizer(_StateCheckpoints):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.state = adam_init(theta, xp=xp)
         self._xp = xp
+
+    @property
+    def t(self) -> int:
+        return self.state.t
+
+    @property
+    def ms(self) -> list:
+        return self._per_parameter(self.state.m)
+
+    @property
+    def vs(self) -> list:
+        return self._per_parameter(self.state.v)
 
     @property
     def learning_rate(self) -> float:
