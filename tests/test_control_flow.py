@@ -149,6 +149,38 @@ def test_a_minibatch_whose_weights_sum_to_zero_is_named(library):
     assert np.isfinite(model.loss_)
 
 
+def test_a_zero_weight_minibatch_in_an_early_stopping_fit_keeps_the_best_weights(monkeypatch):
+    """As after Ctrl-C: the best epoch's weights, and no best-weights snapshot left behind for
+    a later warm fit that does not improve to jump back to."""
+    import anymlp.training.stochastic as stochastic
+
+    X, y = _separable(200)
+    model = _quiet(MLPClassifier((6,), early_stopping=True, warm_start=True, max_iter=2, random_state=0,
+                                 learning_rate_init=0.05, n_iter_no_change=100).fit, X, y)
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, estimator, record):
+            seen.append((record["validation_score"], [np.array(a) for a in estimator.coefs_]))
+
+    real, calls = stochastic.read_epoch_end, []
+
+    def zero_weight_batch_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        end = real(*args, **kwargs)
+        return stochastic.EpochEnd(end.loss_total, end.theta_finite, len(calls) == 3)
+
+    monkeypatch.setattr(stochastic, "read_epoch_end", zero_weight_batch_in_epoch_3)
+    previous_best = model.best_validation_score_
+    with pytest.raises(anymlp.exceptions.ZeroWeightBatchError, match="epoch 3"):
+        _quiet(model.set_params(max_iter=5, callbacks=[Record()]).fit, X, y)
+    assert len(seen) == 2 and model._history.best_theta is None
+    best_score, best_weights = max(seen, key=lambda s: s[0])
+    kept = best_weights if best_score > previous_best else seen[-1][1]
+    for a, b in zip(model.coefs_, kept):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_weights_gone_to_minus_infinity_are_divergence():
     from anymlp.nn.losses import LossTerms
     from anymlp.training.stochastic import EpochLosses, read_epoch_end
@@ -234,7 +266,8 @@ def test_streamed_lbfgs_objective_weights_chunks_by_their_sample_weight():
     arch = Architecture(Layout((4, 5, 3)), "tanh", "log_loss")
     theta = rng.normal(size=arch.layout.n_params)
     X, Y = rng.normal(size=(23, 4)), np.eye(3)[rng.randint(0, 3, 23)]
-    sw = np.r_[np.full(7, 5.0), rng.uniform(0.1, 1.0, 16)]
+    # The second chunk weighs nothing: its own average would be 0/0.
+    sw = np.r_[np.full(7, 5.0), np.zeros(7), rng.uniform(0.1, 1.0, 9)]
     data = TrainingData(X, Y, sw, batch_to_device=lambda a: a)
     loss, grad = streamed_loss_and_grad(theta, data, arch, 0.3, rows=7, xp=np)
     expected_loss, expected_grad = loss_and_grad(theta, X, Y, sw, arch, 0.3, xp=np)

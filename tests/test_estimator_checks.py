@@ -85,6 +85,9 @@ def test_array_api_dispatch_tools_take_class_probabilities():
         assert isinstance(model.classes_, torch.Tensor)
         model.partial_fit(X, y, classes=np.arange(10))  # scikit-learn's first-call check, on the host
         assert isinstance(model.classes_, torch.Tensor)
+        with pytest.raises(ValueError, match="is not the same as on last call"):
+            model.partial_fit(X, y, classes=np.arange(11))
+        assert isinstance(model.classes_, torch.Tensor)  # a refused call changes nothing
         assert type(pickle.loads(pickle.dumps(model)).classes_) is np.ndarray
         labels = np.array(["abcdefghij"[i] for i in y.numpy()])
         assert type(MLPClassifier(**params).fit(X, labels).classes_) is np.ndarray

@@ -191,6 +191,23 @@ def test_device_targets_beside_host_X_come_to_the_host(digits):
     assert isinstance(mixed.predict(torch.asarray(X)), np.ndarray)  # the scaler's NumPy X decides
     reg = _fit_quietly(MLPRegressor(**params), X, torch.asarray(y, dtype=torch.float64))
     np.testing.assert_array_equal(reg.coefs_[0], _fit_quietly(MLPRegressor(**params), X, y.astype(float)).coefs_[0])
+    one_weight = _fit_quietly(MLPClassifier(**params), X, y, sample_weight=torch.tensor(2.0))  # a 0-d tensor
+    np.testing.assert_array_equal(one_weight.coefs_[0],
+                                  _fit_quietly(MLPClassifier(**params), X, y, sample_weight=2.0).coefs_[0])
+
+
+def test_sparse_multilabel_y_beside_device_X():
+    """scikit-learn takes a sparse indicator matrix as y; beside tensor X it is a host y."""
+    torch = pytest.importorskip("torch")
+    import scipy.sparse as sp
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(80, 5, n_classes=3, random_state=0)
+    params = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    on_host = _fit_quietly(MLPClassifier(**params), X, sp.csr_matrix(Y))
+    on_torch = _fit_quietly(MLPClassifier(**params), torch.asarray(X), sp.csr_matrix(Y))
+    np.testing.assert_allclose(on_torch.coefs_[0].numpy(), on_host.coefs_[0], rtol=1e-12)
+    assert tuple(on_torch.predict(torch.asarray(X)).shape) == (80, 3)
 
 
 def test_targets_of_another_library_or_device_move_to_X():
@@ -772,6 +789,10 @@ def test_a_model_fit_in_inference_mode_trains_and_takes_parameters_outside_it(so
     inside.coefs_[0] = torch.zeros(3, 4, dtype=torch.float64)
     inside.intercepts_[1] = torch.ones(3, dtype=torch.float64)
     assert float(inside.coefs_[0].abs().sum()) == 0 and float(inside.intercepts_[1].sum()) == 3
+    with torch.inference_mode():
+        edited = _fit_quietly(MLPClassifier(**params), X, y)
+    edited.coefs_[1][:] = 0  # in place, through the views
+    assert float(edited.coefs_[1].abs().sum()) == 0
 
 
 def test_meta_tensors_get_a_plain_error(digits):

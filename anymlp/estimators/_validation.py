@@ -106,9 +106,10 @@ def targets_beside_X(X, y, sample_weight):
     for name, a in (("y", y), ("sample_weight", sample_weight)):
         if is_device_array(a):
             refuse_sparse(a, name)
-            a_xp, a_device = input_namespace(a)
-            if a_xp is not x_xp or repr(a_device) != repr(x_device):
-                a = to_namespace_of(to_host(a), x_xp, x_device)
+            input_namespace(a)  # (raises for tensors without data)
+            a = to_namespace_of(a, x_xp, x_device)
+            if isinstance(a, np.ndarray) and a.ndim == 0:
+                a = a.item()  # one weight for all: scikit-learn takes a number, not a 0-d array
         moved.append(a)
     return tuple(moved)
 

@@ -233,7 +233,14 @@ class BaseMLP(BaseEstimator):
                 self._validate_params()
         else:
             self._validate_params()
-        with sklearn_config_context(skip_parameter_validation=True):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(sklearn_config_context(skip_parameter_validation=True))
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.is_inference_mode_enabled():
+                # The model's own tensors are ordinary ones: inference tensors could not be
+                # changed outside inference mode (partial_fit, coefs_[0][:] = 0). The user's
+                # inference tensors are only read.
+                stack.enter_context(torch.inference_mode(False))
             yield
 
     def _check_solver(self):
@@ -388,6 +395,7 @@ class BaseMLP(BaseEstimator):
         if is_device_array(y):  # (dense: targets_beside_X refused sparse tensors)
             return self._validate_device_target(y, n_samples, xp=xp)
         y = check_array(y, ensure_2d=False, dtype="numeric" if not self._is_classifier else None,
+                        accept_sparse=["csr", "csc"] if self._is_classifier else False,  # multilabel
                         ensure_all_finite=True, input_name="y")
         check_consistent_length(np.empty(n_samples), y)
         return y

@@ -301,6 +301,10 @@ def _first_partial_fit(clf, classes) -> bool:
     if known is not None and isinstance(classes, np.ndarray) and classes.dtype == known.dtype \
             and np.array_equal(classes, known):
         return False
-    if "classes_" in clf.__dict__:
-        clf.classes_ = known  # on the host for scikit-learn's check (a fit republishes them)
-    return _check_partial_fit_first_call(clf, classes)
+    if "classes_" not in clf.__dict__:
+        return _check_partial_fit_first_call(clf, classes)
+    published, clf.classes_ = clf.classes_, known  # on the host for scikit-learn's check
+    try:
+        return _check_partial_fit_first_call(clf, classes)  # (False or an error: classes_ known)
+    finally:
+        clf.classes_ = published

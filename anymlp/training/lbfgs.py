@@ -80,12 +80,17 @@ def streamed_loss_and_grad(theta, data, arch, alpha: float, rows: int, *, xp):
 
     Each chunk's data term is weighted by its share of the total sample
     weight; the L2 term is added once. Equals ``loss_and_grad`` on all rows.
+    Chunks whose weights are all zero add nothing (their own average is 0/0).
+    The data is on the host (``data.batch_to_device`` sends each chunk).
     """
     n = data.n_samples
     total = n if data.sample_weight is None else float(np.sum(data.sample_weight))
     loss = grad = 0.0
     for start in range(0, n, rows):
-        X, Y, sw = data.rows(slice(start, min(start + rows, n)), xp=xp)
+        chunk = slice(start, min(start + rows, n))
+        if data.sample_weight is not None and not np.any(data.sample_weight[chunk]):
+            continue
+        X, Y, sw = data.rows(chunk, xp=xp)
         share = (X.shape[0] if sw is None else xp.sum(sw)) / total
         chunk_loss, chunk_grad = loss_and_grad(theta, X, Y, sw, arch, 0.0, xp=xp)
         loss, grad = loss + share * chunk_loss, grad + share * chunk_grad

@@ -288,7 +288,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                 end = read_epoch_end(losses, theta, xp=xp)
             if end.zero_weight_batch:  # scikit-learn raises here too: a data problem, not divergence
                 optimizer.restore(last_state)
-                raise ZeroWeightBatchError(history.n_iter + 1, parameters=last_good)
+                raise ZeroWeightBatchError(history.n_iter + 1, parameters=_kept_after_error(history, last_good))
             history.record_loss(end.loss_total / n, n)
             if settings.verbose:
                 print("Iteration %d, loss = %.8f" % (history.n_iter, history.loss))
@@ -344,6 +344,15 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
         # from then on: a later warm fit that never improves keeps its own last weights.
         history.best_theta = None
     return theta
+
+
+def _kept_after_error(history: History, last_good):
+    """What a fit that raises keeps, as after Ctrl-C: the last complete epoch's parameters, or
+    with early stopping the best ones (their snapshot is then handed over, not kept for later)."""
+    if history.early_stopping and history.best_theta is not None:
+        best, history.best_theta = history.best_theta, None
+        return best
+    return last_good
 
 
 def _should_stop(history: History, settings: LoopSettings, optimizer) -> bool:
