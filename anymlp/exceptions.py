@@ -29,8 +29,8 @@ class ZeroWeightBatchError(NonFiniteTrainingError, ZeroDivisionError):
         super().__init__(
             f"The sample weights of a minibatch summed to zero in epoch {epoch}, so its loss and "
             "gradient are undefined (0/0). Drop the zero-weight samples, or use a larger batch_size. "
-            "A warm fit or partial_fit keeps the parameters of the last complete epoch; a new fit leaves "
-            "the estimator unfitted."
+            "A warm fit or partial_fit keeps the parameters of the last complete epoch (the best ones "
+            "with early stopping); a new fit leaves the estimator unfitted."
         )
 
 
