@@ -833,3 +833,38 @@ def test_device_objects_name_their_library(digits):
         "array_api_strict"
     with pytest.raises(ValueError, match=r"device=device\(type='cpu'\) is not an array_api_strict device"):
         MLPClassifier(**params, device=torch.device("cpu")).fit(Xs, ys)
+
+
+def test_a_step_workspace_is_the_plain_objective_with_views_and_buffer_kept(backend):
+    """The stochastic loop's steps share views of theta (while theta is the same array) and one
+    gradient buffer (where the library writes with out=): each step's loss parts and gradient
+    are those of a call without the workspace, also after theta is updated in place and
+    after it is replaced."""
+    from array_api_compat import array_namespace
+
+    from anymlp.kernels import fused_for
+    from anymlp.nn import Architecture, Layout, StepWorkspace, loss_and_grad
+
+    rng = np.random.RandomState(0)
+    arch = Architecture(Layout((5, 7, 6, 3)), "relu", "log_loss")
+    theta = backend.asarray(rng.uniform(-0.5, 0.5, arch.layout.n_params))
+    if backend.id == "numpy-readonly":
+        theta = np.array(theta)  # the optimizers own theta and write it
+    xp = array_namespace(theta)
+    X = backend.asarray(rng.normal(size=(20, 5)))
+    Y = backend.asarray(np.eye(3)[rng.randint(0, 3, 20)])
+    workspace, buffers = StepWorkspace(arch.layout), []
+    for step in range(4):
+        if step == 2:
+            theta = xp.asarray(theta, copy=True)  # a new array: the views must follow it
+        loss, grad = loss_and_grad(theta, X, Y, None, arch, 1e-3, xp=xp, finish=False, workspace=workspace)
+        expected_loss, expected = loss_and_grad(theta, X, Y, None, arch, 1e-3, xp=xp, finish=False)
+        np.testing.assert_array_equal(backend.numpy(grad.raw), backend.numpy(expected.raw))
+        np.testing.assert_array_equal(backend.numpy(loss.per_output), backend.numpy(expected_loss.per_output))
+        buffers.append(grad.raw)
+        if fused_for(theta) is not None or isinstance(theta, np.ndarray):
+            theta *= 0.5  # in place, as the optimizers update it
+        else:
+            theta = theta * 0.5
+    reused = isinstance(theta, np.ndarray) or (backend.id == "torch" and fused_for(theta) is not None)
+    assert all(b is buffers[0] for b in buffers) == reused

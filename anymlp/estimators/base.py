@@ -55,7 +55,7 @@ from anymlp.estimators._validation import (
 )
 from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError, ZeroWeightBatchError
 from anymlp.kernels import denormals_flushed, fused_kernels_loaded
-from anymlp.nn import Architecture, Layout, forward, glorot_uniform, loss_and_grad, unpack
+from anymlp.nn import Architecture, Layout, StepWorkspace, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
 from anymlp.training import History, LoopSettings, TrainingData, fit_lbfgs, fit_stochastic, split_validation
 from anymlp.training.lbfgs import streamed_loss_and_grad
@@ -449,9 +449,14 @@ class BaseMLP(BaseEstimator):
         return dataclasses.replace(arch, activation=self.activation, output=self.out_activation_)
 
     def _objective(self, finish=True):
-        """``(theta, X, Y, sw) -> (loss, grad)``; ``finish=False``: the optimizers finish the gradient."""
+        """``(theta, X, Y, sw) -> (loss, grad)``; ``finish=False`` (the stochastic loop): the
+        optimizers finish the gradient, and the steps share a workspace (views, one gradient buffer)."""
         xp, arch, alpha = self._backend.xp, self._current_arch(), float(self.alpha)
-        return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp, finish=finish)
+        if finish:
+            return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp)
+        workspace = StepWorkspace(arch.layout)
+        return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp, finish=False,
+                                                     workspace=workspace)
 
     def _fit_lbfgs(self, data: TrainingData):
         xp, theta_before = self._backend.xp, self._theta

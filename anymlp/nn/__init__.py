@@ -3,7 +3,7 @@
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.init import glorot_uniform
 from anymlp.nn.losses import LOSSES
-from anymlp.nn.network import Architecture, Layout, forward, loss_and_grad, unpack
+from anymlp.nn.network import Architecture, Layout, StepWorkspace, forward, loss_and_grad, unpack
 
 __all__ = [
     "ACTIVATIONS",
@@ -11,6 +11,7 @@ __all__ = [
     "LOSSES",
     "Architecture",
     "Layout",
+    "StepWorkspace",
     "forward",
     "glorot_uniform",
     "loss_and_grad",

@@ -146,7 +146,38 @@ def _add_bias_and_activate(z, b, activation, *, xp):
     return ACTIVATIONS[activation](z, xp=xp)
 
 
-def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp, finish=True):
+class StepWorkspace:
+    """What the consecutive steps of one stochastic fit share: the layers' views of theta
+    (kept while theta is the same array, which the optimizers update in place) and one
+    gradient buffer with its views, written in full at each step.
+
+    Slicing a flat torch tensor into its layers costs ~26 us (NumPy ~4), twice a step: on
+    a GPU at small batches a step lasts as long as the host takes to prepare it. For
+    gradients used up within their step only (the stochastic loop's ``finish=False``):
+    L-BFGS hands each gradient to SciPy, which keeps it.
+    """
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self._theta = self._theta_views = None
+        self._grad = self._grad_views = None
+
+    def views(self, theta, *, xp):
+        if theta is not self._theta:
+            self._theta, self._theta_views = theta, unpack(theta, self.layout, xp=xp)
+        return self._theta_views
+
+    def gradient_buffer(self, theta, lib, *, xp):
+        """``(flat, (coefs, intercepts))``: an array like theta from ``lib``, and its views."""
+        grad = self._grad
+        if grad is None or (grad.dtype, getattr(grad, "device", None)) != (theta.dtype, getattr(theta, "device", None)):
+            self._grad = grad = lib.empty_like(theta)
+            self._grad_views = unpack(grad, self.layout, xp=xp)
+        return grad, self._grad_views
+
+
+def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp, finish=True,
+                  workspace: StepWorkspace | None = None):
     """Regularised loss (0-d array) and its gradient (flat, like ``theta``).
 
     The L2 term ``0.5 * alpha * ||W||^2 / sw_sum`` covers the weights only,
@@ -155,16 +186,21 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     unfinished, for the stochastic loop: the loss as
     :class:`~anymlp.nn.losses.LossTerms`, combined once per epoch on the host,
     and the gradient as an :class:`~anymlp.optim.gradient.UnscaledGradient`,
-    finished by the optimizer inside its update.
+    finished by the optimizer inside its update; with a ``workspace``, the raw
+    gradient is its buffer, overwritten by the next call.
     """
-    coefs, intercepts = unpack(theta, arch.layout, xp=xp)
+    if workspace is not None:
+        assert not finish, "a workspace's gradient buffer is rewritten by the next step"
+        coefs, intercepts = workspace.views(theta, xp=xp)
+    else:
+        coefs, intercepts = unpack(theta, arch.layout, xp=xp)
     activations = _forward_layers(coefs, intercepts, X, arch, xp=xp, keep=True, output_activation=False)
     sw_sum = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
     loss, delta, delta_sums = loss_delta_and_column_sums(arch.loss, activations[-1], Y, sample_weight, sw_sum,
                                                          xp=xp)
     if alpha:  # (not dataclasses.replace: a third of the cost of a tiny fit's epoch end)
         loss = LossTerms(loss.per_output, loss.scale, loss.sw_sum, _weight_penalties(theta, arch.layout, xp=xp), alpha)
-    grad = UnscaledGradient(_backward(theta, coefs, activations, delta, delta_sums, arch, xp=xp),
+    grad = UnscaledGradient(_backward(theta, coefs, activations, delta, delta_sums, arch, xp=xp, workspace=workspace),
                             arch.layout.n_coef, alpha, sw_sum, xp)
     if not finish:
         return loss, grad
@@ -180,12 +216,12 @@ def _weight_penalties(theta, layout: Layout, *, xp) -> tuple:
     return (squared_norm(theta[: layout.n_coef], xp=xp),)
 
 
-def _backward(theta, coefs, activations, delta, delta_sums, arch: Architecture, *, xp):
+def _backward(theta, coefs, activations, delta, delta_sums, arch: Architecture, *, xp, workspace=None):
     """Unregularised, unnormalised gradient, packed in ``theta``'s layout.
 
     ``delta_sums`` is ``sum(delta, axis=0)`` where the loss's kernel took it, else None.
     """
-    packed = _PackedGradient(theta, arch.layout, delta, xp=xp)
+    packed = _PackedGradient(theta, arch.layout, delta, xp=xp, workspace=workspace)
     for i in range(len(coefs) - 1, -1, -1):
         packed.set_layer(i, activations[i].T, delta, delta_sums)
         if i > 0:
@@ -215,14 +251,17 @@ class _PackedGradient:
     array API has no ``out=``, so other namespaces collect and concatenate.
     """
 
-    def __init__(self, theta, layout: Layout, delta, *, xp):
+    def __init__(self, theta, layout: Layout, delta, *, xp, workspace=None):
         self._xp = xp
-        self._lib = _library_with_out(theta, delta)
-        self._flat = None if self._lib is None else self._lib.empty_like(theta)
-        if self._flat is not None:
-            self._coefs, self._intercepts = unpack(self._flat, layout, xp=xp)
-        else:
+        self._lib = lib = _library_with_out(theta, delta)
+        if lib is None:
+            self._flat = None
             self._coefs, self._intercepts = [None] * layout.n_layers, [None] * layout.n_layers
+        elif workspace is not None:
+            self._flat, (self._coefs, self._intercepts) = workspace.gradient_buffer(theta, lib, xp=xp)
+        else:
+            self._flat = lib.empty_like(theta)
+            self._coefs, self._intercepts = unpack(self._flat, layout, xp=xp)
 
     def set_layer(self, i, a_transposed, delta, delta_sums=None):
         """Layer ``i``'s gradient; its bias part is ``delta_sums`` when given (the column
