@@ -814,7 +814,8 @@ def test_a_device_column_target_warns_as_a_host_one(regression):
     X, Y = regression
     y = Y[:, :1]
     for X_, y_ in [(X, y), (torch.asarray(X), torch.asarray(y))]:
-        with pytest.warns(DataConversionWarning, match="column-vector y"):
+        with warnings.catch_warnings(), pytest.warns(DataConversionWarning, match="column-vector y"):
+            warnings.simplefilter("ignore", ConvergenceWarning)
             model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2).fit(X_, y_)
         assert model.n_outputs_ == 1
 
