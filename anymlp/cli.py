@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"anymlp {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:  # a user's mistake (BackendUnavailableError is a ValueError)
+        if os.environ.get("ANYMLP_DEBUG", "").strip() not in ("", "0"):
+            raise  # the whole traceback, for a bug report
         print(f"anymlp {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -246,6 +246,15 @@ def test_train_refuses_bad_settings_in_one_line_before_loading_data(monkeypatch,
     assert "Traceback" not in captured.err and len(captured.err.splitlines()) == 1
 
 
+def test_anymlp_debug_shows_the_traceback_of_a_mistake(monkeypatch, capsys):
+    monkeypatch.setenv("ANYMLP_FIT_MEMORY_BUDGET", "2GiB")
+    monkeypatch.setenv("ANYMLP_DEBUG", "0")
+    assert main(["train", "--dataset", "digits"]) == 1
+    monkeypatch.setenv("ANYMLP_DEBUG", "1")
+    with pytest.raises(ValueError, match="ANYMLP_FIT_MEMORY_BUDGET='2GiB'"):
+        main(["train", "--dataset", "digits"])
+
+
 def test_train_refuses_data_beside_dataset_digits(monkeypatch, tmp_path, capsys):
     import anymlp.cli as cli
 
