@@ -17,6 +17,7 @@ import importlib
 import inspect
 import json
 import os
+import pickle
 import platform
 import re
 import sys
@@ -273,6 +274,8 @@ def _items_fit(raw, value, spec, checks) -> bool:
     if raw != "array-like":
         return True
     scalar = [check for c, check in zip(spec, checks) if _is_interval(c) or _is_options(c)]
+    if any(isinstance(item, bool) for item in value):
+        return False  # True is an int to Python, not a layer size
     return not scalar or all(any(check.is_satisfied_by(item) for check in scalar) for item in value)
 
 
@@ -335,8 +338,12 @@ def _parse_bool(text):
 
 
 def _parse_sequence(text):
-    """``"512,256"`` or ``"(512, 256)"`` -> ``(512, 256)``; ``"100"`` -> ``(100,)``."""
-    items = [item for item in text.strip().strip("()[]").replace(" ", "").split(",") if item]
+    """``"512,256"``, ``"(512, 256)"`` or ``"512 256"`` -> ``(512, 256)``; ``"100"`` -> ``(100,)``.
+
+    Commas and spaces both separate items: "512 256" read as one item would be a layer of
+    512256 units.
+    """
+    items = text.strip().strip("()[]").replace(",", " ").split()
     if not items:
         raise ValueError(text)
     return tuple(_literal(item) for item in items)
@@ -361,6 +368,12 @@ def _load_callbacks(text):
         except (ImportError, AttributeError, ValueError) as exc:
             raise argparse.ArgumentTypeError(f"cannot import callback {spec!r}: {exc}") from exc
         callbacks.append(obj() if isinstance(obj, type) else obj)
+    from anymlp.training.callbacks import check_callbacks
+
+    try:
+        check_callbacks(callbacks)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return callbacks
 
 
@@ -439,10 +452,7 @@ def _run_train(args, out) -> int:
           f"total {time.perf_counter() - started:.1f} s", file=out)
     print(f"backend {where}", file=out)
     if args.save:
-        import joblib
-
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(estimator, args.save)
+        _save_model(estimator, Path(args.save))
         print(f"model saved to {args.save}", file=out)
     if args.report:
         from anymlp.plotting import write_report
@@ -462,6 +472,26 @@ def _run_train(args, out) -> int:
     return 130 if interrupted else 0  # the shell's code for Ctrl-C: a script can tell
 
 
+def _save_model(estimator, path: Path) -> None:
+    """joblib's dump of the model, without the --callbacks objects (they were for training,
+    and loading would need their modules), written beside ``path`` and then moved onto it:
+    a dump that fails leaves a model saved there before as it was."""
+    import joblib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    callbacks = estimator.callbacks
+    estimator.set_params(callbacks=None)
+    try:
+        joblib.dump(estimator, partial)
+        os.replace(partial, path)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # something in the model would not pickle
+        raise ValueError(f"could not save the model to {path}: {exc}") from exc
+    finally:
+        estimator.set_params(callbacks=callbacks)
+        partial.unlink(missing_ok=True)
+
+
 def _check_before_loading(args, params):
     """What would otherwise fail after loading the data, or after training: the settings
     (environment included), the backend and device asked for, and where results go."""
@@ -477,12 +507,14 @@ def _check_before_loading(args, params):
         if path is None:
             continue
         target = Path(path)
-        clash = target.is_dir() if kind == "file" else target.exists() and not target.is_dir()
-        if clash:
-            raise ValueError(f"{option} {path}: there is a {'folder' if kind == 'file' else 'file'} "
-                             f"there; give a {kind} path.")
+        if kind == "file" and (target.is_dir() or path.endswith(("/", os.sep))):
+            raise ValueError(f"{option} {path}: there is a folder there; give a file path.")
+        if kind == "folder" and target.exists() and not target.is_dir():
+            raise ValueError(f"{option} {path}: there is a file there; give a folder path.")
         folder = target.parent if kind == "file" else target
         existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"{option} {path}: {existing} is a file, so no folder can be made there.")
         if not os.access(existing, os.W_OK):
             raise ValueError(f"{option} {path}: cannot write under {existing}.")
 

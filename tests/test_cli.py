@@ -263,18 +263,75 @@ def test_train_refuses_data_beside_dataset_digits(monkeypatch, tmp_path, capsys)
     assert "--dataset digits asks for the bundled digits" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option, make, message", [
-    ("--report", lambda p: p.write_text("a file"), "there is a file there; give a folder path"),
-    ("--save", lambda p: p.mkdir(), "there is a folder there; give a file path"),
+@pytest.mark.parametrize("option, make, where, message", [
+    ("--report", lambda p: p.write_text("a file"), "out", "there is a file there; give a folder path"),
+    ("--save", lambda p: p.mkdir(), "out", "there is a folder there; give a file path"),
+    ("--save", lambda p: None, "out/", "there is a folder there; give a file path"),
+    ("--save", lambda p: p.write_text("a file"), "out/m.joblib", "out is a file, so no folder can be made there"),
+    ("--report", lambda p: p.write_text("a file"), "out/report", "out is a file, so no folder can be made"),
 ])
-def test_train_checks_where_results_go_before_training(monkeypatch, tmp_path, capsys, option, make, message):
+def test_train_checks_where_results_go_before_training(monkeypatch, tmp_path, capsys, option, make, where,
+                                                       message):
     import anymlp.cli as cli
 
-    target = tmp_path / "out"
-    make(target)
+    make(tmp_path / "out")
     monkeypatch.setattr(cli, "_load_data", lambda *a: pytest.fail("data loaded before the paths were checked"))
-    assert main(["train", "--dataset", "digits", option, str(target)]) == 1
+    assert main(["train", "--dataset", "digits", option, str(tmp_path) + "/" + where]) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_failed_save_keeps_the_model_saved_there_before(monkeypatch, tmp_path, capsys):
+    import joblib
+
+    model = tmp_path / "m.joblib"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--save", str(model)]) == 0
+    before = model.read_bytes()
+
+    def failing_dump(value, filename, *args, **kwargs):
+        with open(filename, "wb") as f:
+            f.write(b"xx")  # a partial file, as a dump that fails half-way leaves
+        raise pickle.PicklingError("cannot pickle '_io.TextIOWrapper' object")
+
+    monkeypatch.setattr(joblib, "dump", failing_dump)
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--save", str(model)]) == 1
+    assert "could not save the model to" in capsys.readouterr().err
+    assert model.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.joblib"]
+
+
+class LogToOpenFile:
+    """A callback holding an open file, which does not pickle (imported by --callbacks)."""
+
+    def __init__(self):
+        self.log = open(os.devnull, "w")
+
+    def on_epoch_end(self, estimator, record):
+        print(record["epoch"], file=self.log)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_saved_model_leaves_out_the_callbacks(tmp_path, capsys):
+    import joblib
+
+    model = tmp_path / "m.joblib"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--save", str(model),
+                 "--callbacks", f"{__name__}:LogToOpenFile"]) == 0
+    assert joblib.load(model).callbacks is None
+
+
+@pytest.mark.parametrize("text, expected", [("20 10", (20, 10)), ("(20, 10)", (20, 10)), ("20,10", (20, 10)),
+                                            ("[20,  10]", (20, 10)), ("7", (7,))])
+def test_hidden_sizes_are_separated_by_commas_or_spaces(text, expected):
+    args = build_parser().parse_args(["train", "--hidden", text])
+    assert estimator_params(args)["hidden_layer_sizes"] == expected
+
+
+@pytest.mark.parametrize("options", [["--hidden", "True"], ["--hidden", "20,True"],
+                                     ["--callbacks", "os.path:join"]])
+def test_train_refuses_bools_as_sizes_and_functions_as_callbacks_at_parse_time(options, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset", "digits", *options])
+    assert exit_.value.code == 2 and "anymlp train: error: argument" in capsys.readouterr().err
 
 
 class StopAtEpoch2:
