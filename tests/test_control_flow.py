@@ -135,6 +135,8 @@ def test_a_minibatch_whose_weights_sum_to_zero_is_named(library):
         _quiet(model.fit, X, y, sample_weight=w)
     assert isinstance(error.value, ValueError) and isinstance(error.value, ZeroDivisionError)
     assert not hasattr(model, "coefs_")
+    # and nothing of the failed fit's history (scikit-learn's unfitted attributes only)
+    assert not any(hasattr(model, name) for name in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_"))
     model = _quiet(MLPRegressor(**params).fit, X, y)
     before = [to_host(a).copy() for a in model.coefs_ + model.intercepts_]
     state = [to_host(a).copy() for a in model._optimizer.state[1:]]

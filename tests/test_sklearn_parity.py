@@ -816,6 +816,20 @@ def test_a_sparse_one_column_target_gets_sklearns_type_error(kind, fmt):
     assert not hasattr(model, "n_outputs_")  # refused before anything was set up
 
 
+def test_multilabel_partial_fit_checks_the_labels_against_classes():
+    X = np.random.RandomState(0).randn(20, 3)
+    Y = (X > 0).astype(int)  # three labels
+    model = anymlp.MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+    with pytest.raises(ValueError) as ours:
+        model.partial_fit(X, Y, classes=[0, 1])
+    with pytest.raises(ValueError) as theirs:
+        sk.MLPClassifier(hidden_layer_sizes=(4,), random_state=0).partial_fit(X, Y, classes=[0, 1])
+    assert str(ours.value) == str(theirs.value)
+    model.partial_fit(X, Y, classes=[0, 1, 2])  # the refused call left no trace
+    ref = sk.MLPClassifier(hidden_layer_sizes=(4,), random_state=0).partial_fit(X, Y, classes=[0, 1, 2])
+    assert_same_weights(model, ref)
+
+
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 def test_optimizer_state_reads_as_sklearns(solver):
     """Code written for scikit-learn's optimizers reads ``_optimizer.ms``/``vs``/``t`` (Adam) and

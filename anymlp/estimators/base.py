@@ -302,8 +302,11 @@ class BaseMLP(BaseEstimator):
                     notify(self.callbacks, "on_fit_end", self)
             self._check_finite_params()
         except NonFiniteTrainingError:
-            if first_pass:
-                del self._theta  # nothing worth keeping: the estimator stays unfitted
+            if first_pass:  # nothing worth keeping: the estimator stays unfitted
+                for name in ("_theta", "_optimizer", "_history", "n_iter_", "t_", "loss_", "loss_curve_",
+                             "best_loss_", "validation_scores_", "best_validation_score_",
+                             "_no_improvement_count"):
+                    self.__dict__.pop(name, None)
             raise
         finally:
             self._predict_cache = None

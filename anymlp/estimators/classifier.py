@@ -266,12 +266,17 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             # that refuses implicit conversion would refuse scikit-learn's np.asarray).
             classes = host_copy(classes)
             if _first_partial_fit(self, classes):
-                self._label_binarizer = LabelBinarizer()
-                y_host = host_copy(y)
+                binarizer, y_host = LabelBinarizer(), host_copy(y)
                 if type_of_target(y_host).startswith("multilabel"):
-                    self._label_binarizer.fit(y_host)
+                    try:
+                        _check_labels_declared(y_host, self.classes_)
+                    except ValueError:
+                        del self.classes_  # a first call refused leaves no trace
+                        raise
+                    binarizer.fit(y_host)
                 else:
-                    self._label_binarizer.fit(classes)
+                    binarizer.fit(classes)
+                self._label_binarizer = binarizer
             return self._fit(X, y, sample_weight, incremental=True)
 
     def __sklearn_tags__(self):
@@ -288,6 +293,17 @@ def _takes_on_device(dtype) -> bool:
 def _same_label_kind(a: np.dtype, b: np.dtype) -> bool:
     """Both integers, or both strings: labels that sort and compare alike."""
     return (a.kind in "iu" and b.kind in "iu") or (a.kind == b.kind == "U")
+
+
+def _check_labels_declared(y, declared):
+    """scikit-learn's check of a first multilabel ``partial_fit``: the indicator's labels
+    (its columns) must be among the ``classes`` given."""
+    labels = unique_labels(y)
+    if len(np.setdiff1d(labels, declared, assume_unique=True)):
+        raise ValueError(
+            "`y` has classes not in `self.classes_`. "
+            f"`self.classes_` has {declared}. 'y' has {labels}."
+        )
 
 
 def _first_partial_fit(clf, classes) -> bool:
