@@ -24,8 +24,7 @@ class ZeroWeightBatchError(NonFiniteTrainingError, ZeroDivisionError):
     zero, can't be normalized").
     """
 
-    def __init__(self, epoch: int, parameters=None):
-        self.parameters = parameters  # the flat parameters of the last complete epoch, for the model
+    def __init__(self, epoch: int):
         super().__init__(
             f"The sample weights of a minibatch summed to zero in epoch {epoch}, so its loss and "
             "gradient are undefined (0/0). Drop the zero-weight samples, or use a larger batch_size. "

@@ -184,6 +184,42 @@ def test_a_zero_weight_minibatch_in_an_early_stopping_fit_keeps_the_best_weights
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+@pytest.mark.parametrize("hook", ["on_batch_end", "on_epoch_end"])
+def test_a_callback_error_leaves_the_last_completed_epoch(solver, hook):
+    """The error propagates, and the model it leaves is one model: the weights, optimizer
+    state and history of the last completed epoch, as after Ctrl-C (not a half-done epoch
+    counted as none, or counted while its weights went)."""
+    import copy
+
+    class FailInEpoch2:
+        def __init__(self):
+            self.epoch = 0
+
+        def on_epoch_begin(self, estimator, *, epoch):
+            self.epoch = epoch
+
+        def on_batch_end(self, estimator, *, batch, n_batches):
+            if hook == "on_batch_end" and self.epoch == 2 and batch == 4:
+                raise RuntimeError("callback failed")
+
+        def on_epoch_end(self, estimator, record):
+            if hook == "on_epoch_end" and record["epoch"] == 2:
+                raise RuntimeError("callback failed")
+
+    X, y = _separable(300)
+    start = _quiet(MLPClassifier((8,), solver=solver, batch_size=30, warm_start=True, max_iter=2,
+                                 random_state=0).fit, X, y)
+    failed, expected = copy.deepcopy(start), copy.deepcopy(start)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        _quiet(failed.set_params(max_iter=5, callbacks=[FailInEpoch2()]).fit, X, y)
+    _quiet(expected.set_params(max_iter=1).fit, X, y)
+    _assert_same_coefs(failed, expected, atol=0)
+    assert (failed.n_iter_, failed.t_, failed.loss_curve_) == (expected.n_iter_, expected.t_, expected.loss_curve_)
+    for a, b in zip(failed._optimizer.state, expected._optimizer.state):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_weights_gone_to_minus_infinity_are_divergence():
     from anymlp.nn.losses import LossTerms
     from anymlp.training.stochastic import EpochLosses, read_epoch_end

@@ -53,7 +53,7 @@ from anymlp.estimators._validation import (
     check_device_X, check_sample_weight, targets_beside_X, validate_host_fit_data,
     validate_predict_host_X,
 )
-from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError, ZeroWeightBatchError
+from anymlp.exceptions import IncompatibleModelError, NonFiniteTrainingError
 from anymlp.kernels import denormals_flushed, fused_kernels_loaded
 from anymlp.nn import Architecture, Layout, StepWorkspace, forward, glorot_uniform, loss_and_grad, unpack
 from anymlp.optim.stateful import AdamOptimizer, SGDOptimizer
@@ -536,12 +536,14 @@ class BaseMLP(BaseEstimator):
                 xp=self._backend.xp, random_state=self._random_state,
                 to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
                 callbacks=self.callbacks, estimator=self, trained=trained, publish=self._publish_history,
+                keep_on_error=self._keep_parameters,
             )
-        except ZeroWeightBatchError as error:
-            self._theta = error.parameters  # not the epoch's 0/0 step
-            raise
         finally:
             self._publish_history()
+
+    def _keep_parameters(self, theta):
+        """The parameters a fit cut short by an error leaves the model (not a half-done epoch's)."""
+        self._theta, self._predict_cache = theta, None
 
     def _publish_iterate(self, theta, n_iter: int, loss: float):
         """An L-BFGS iterate as the model, for the callbacks of that iteration."""

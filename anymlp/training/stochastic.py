@@ -248,7 +248,8 @@ def _runs_of_equal_size(rows: list[int]):
 def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, history: History,
                    settings: LoopSettings, *, xp, random_state, to_device: Callable,
                    validation_score: Callable | None = None, callbacks=(), estimator=None,
-                   trained: bool = False, publish: Callable | None = None):
+                   trained: bool = False, publish: Callable | None = None,
+                   keep_on_error: Callable = lambda theta: None):
     """Train for up to ``max_iter`` epochs; returns the parameters to keep.
 
     Stops on scikit-learn's no-improvement rule, on divergence (a non-finite
@@ -259,7 +260,10 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     either), scikit-learn's ValueError about non-finite weights is raised.
     ``publish`` (called only with callbacks) sets the estimator's fitted attributes
     from ``history`` before each ``on_epoch_end``, so a callback sees (and can
-    pickle) a model whose attributes match its weights.
+    pickle) a model whose attributes match its weights. When an error ends the
+    fit, ``keep_on_error`` gets the parameters to keep (the last completed
+    epoch's, or the best with early stopping), the optimizer state and history
+    go back with them, and the error propagates.
     """
     n = data.n_samples
     order_host = np.arange(n, dtype=np.int64)  # torch's sparse index_select takes int64 only
@@ -287,8 +291,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                                           optimizer, xp=xp, callbacks=callbacks, estimator=estimator)
                 end = read_epoch_end(losses, theta, xp=xp)
             if end.zero_weight_batch:  # scikit-learn raises here too: a data problem, not divergence
-                optimizer.restore(last_state)
-                raise ZeroWeightBatchError(history.n_iter + 1, parameters=_kept_after_error(history, last_good))
+                raise ZeroWeightBatchError(history.n_iter + 1)
             history.record_loss(end.loss_total / n, n)
             if settings.verbose:
                 print("Iteration %d, loss = %.8f" % (history.n_iter, history.loss))
@@ -337,6 +340,14 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             # Cut short after its loss was recorded (in the validation score, the verbose
             # output or a callback): the epoch goes from the history as its weights went.
             history.rollback(unfinished)
+    except Exception:
+        # A callback's error, a minibatch that weighs nothing, no finite epoch: the error goes
+        # on to the caller, and the model it leaves is one consistent model, as after Ctrl-C.
+        optimizer.restore(last_state)
+        if unfinished is not None:
+            history.rollback(unfinished)
+        keep_on_error(_kept_after_error(history, last_good))
+        raise
     if history.early_stopping:
         if history.best_theta is not None:
             theta = history.best_theta
