@@ -434,26 +434,25 @@ def _run_train(args, out) -> int:
     user_callbacks = list(params.pop("callbacks", None) or [])
     progress = [] if args.quiet else [ProgressPrinter(out)]
     estimator = args.estimator_class(**params, callbacks=(user_callbacks + progress) or None)
+    say = _Lines(out)
     if not args.quiet:
-        print(
-            f"training {type(estimator).__name__}(hidden_layer_sizes={estimator.hidden_layer_sizes!r}, "
+        say(f"training {type(estimator).__name__}(hidden_layer_sizes={estimator.hidden_layer_sizes!r}, "
             f"solver={estimator.solver!r}) on {dataset['name']}: "
             f"{X_train.shape[0]} x {X_train.shape[1]} {X_train.dtype}, "
-            f"up to {estimator.max_iter} epochs", file=out, flush=True,
-        )
-    seconds, interrupted = _fit(estimator, X_train, y_train, out, quiet=args.quiet)
+            f"up to {estimator.max_iter} epochs")
+    seconds, interrupted = _fit(estimator, X_train, y_train, say, quiet=args.quiet)
     accuracy = float(np.mean(_host(estimator.predict(X_test)) == y_test))
     estimator.set_params(callbacks=user_callbacks or None)  # streams do not pickle
 
     where = _describe_backend(estimator, params, X_test)
     n_iter = getattr(estimator, "n_iter_", "?")
-    print(f"test accuracy {accuracy:.4f} ({len(y_test)} samples)", file=out)
-    print(f"trained in {seconds:.1f} s ({n_iter} epochs, {X_train.shape[0]} samples), "
-          f"total {time.perf_counter() - started:.1f} s", file=out)
-    print(f"backend {where}", file=out)
+    say(f"test accuracy {accuracy:.4f} ({len(y_test)} samples)")
+    say(f"trained in {seconds:.1f} s ({n_iter} epochs, {X_train.shape[0]} samples), "
+        f"total {time.perf_counter() - started:.1f} s")
+    say(f"backend {where}")
     if args.save:
         _save_model(estimator, Path(args.save))
-        print(f"model saved to {args.save}", file=out)
+        say(f"model saved to {args.save}")
     if args.report:
         from anymlp.plotting import write_report
 
@@ -467,9 +466,26 @@ def _run_train(args, out) -> int:
         }
         files = write_report(estimator, X_test, y_test, args.report,
                              image_shape=dataset["image_shape"], summary=summary)
-        print(f"report written to {files['report']}", file=out)
-    out.flush()
+        say(f"report written to {files['report']}")
+    if say.closed:
+        raise BrokenPipeError  # after the work was done and saved: main exits as for `| head`
     return 130 if interrupted else 0  # the shell's code for Ctrl-C: a script can tell
+
+
+class _Lines:
+    """The run's own lines on ``out``: a reader that left (``anymlp train | head``) stops the
+    printing, not the training, the saving or the report."""
+
+    def __init__(self, out):
+        self.out, self.closed = out, False
+
+    def __call__(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except BrokenPipeError:
+            self.closed = True
 
 
 def _save_model(estimator, path: Path) -> None:
@@ -539,7 +555,7 @@ def _load_data(args, out):
     return (*data, {"name": "digits (8x8)", "image_shape": (8, 8)})
 
 
-def _fit(estimator, X, y, out, quiet=False) -> tuple[float, bool]:
+def _fit(estimator, X, y, say, quiet=False) -> tuple[float, bool]:
     """Fit; returns (seconds, interrupted). The expected 'max_iter reached' warning becomes one
     line of advice, and Ctrl-C (which keeps the last completed epoch) one line saying so."""
     from sklearn.exceptions import ConvergenceWarning
@@ -555,12 +571,12 @@ def _fit(estimator, X, y, out, quiet=False) -> tuple[float, bool]:
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
             if not quiet:
-                print(f"note: stopped at max_iter={estimator.max_iter} before converging "
-                      "(more with --epochs N)", file=out)
+                say(f"note: stopped at max_iter={estimator.max_iter} before converging "
+                    "(more with --epochs N)")
         elif str(w.message).startswith("Training interrupted by user"):
             interrupted = True
-            print("interrupted: the model is the one of the last completed epoch "
-                  "(evaluated and saved as asked; exit status 130)", file=out)
+            say("interrupted: the model is the one of the last completed epoch "
+                "(evaluated and saved as asked; exit status 130)")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return seconds, interrupted

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -136,25 +138,30 @@ def _npz_in(path: Path) -> Path:
 
 def _read_npz(file: Path):
     """``(X uint8 (70000, 784), y int64 (70000,))`` from either known layout."""
+    damaged = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         opened = np.load(file, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # not an .npz at all (NumPy speaks of pickles then)
+    except (ValueError, *damaged) as exc:  # not an .npz at all (NumPy speaks of pickles then)
         raise ValueError(f"{file} is not a NumPy .npz file that can be read ({exc.__class__.__name__}).") from None
     if not hasattr(opened, "files"):  # a single .npy array
         raise ValueError(f"{file} holds one array; expected an .npz with X and y "
                          "(or x_train, y_train, x_test, y_test).")
     with opened as data:
         keys = set(data.files)
-        if {"X", "y"} <= keys:
-            X, y = data["X"], data["y"]
-        elif {"x_train", "y_train", "x_test", "y_test"} <= keys:
-            X = np.concatenate([data["x_train"], data["x_test"]])
-            y = np.concatenate([data["y_train"], data["y_test"]])
-        else:
-            raise ValueError(
-                f"{file} holds arrays {sorted(keys)}; expected X and y "
-                "(or x_train, y_train, x_test, y_test)."
-            )
+        try:
+            if {"X", "y"} <= keys:
+                X, y = data["X"], data["y"]
+            elif {"x_train", "y_train", "x_test", "y_test"} <= keys:
+                X = np.concatenate([data["x_train"], data["x_test"]])
+                y = np.concatenate([data["y_train"], data["y_test"]])
+            else:
+                raise ValueError(
+                    f"{file} holds arrays {sorted(keys)}; expected X and y "
+                    "(or x_train, y_train, x_test, y_test)."
+                )
+        except damaged as exc:  # truncated or corrupted inside the archive
+            raise ValueError(f"{file} is damaged and cannot be read ({exc.__class__.__name__}: {exc}); "
+                             "download it again.") from None
     return _check_mnist(X, y, file)
 
 
@@ -166,12 +173,22 @@ def _check_mnist(X, y, origin):
             f"{origin}: expected pixels as integers from 0 to 255 (MNIST's uint8); got {X.dtype} "
             f"values from {X.min()} to {X.max()}. Store the raw pixels; scaling is load_mnist's scale=."
         )
+    if not _digits(y):
+        raise ValueError(f"{origin}: expected digit labels 0 to 9; got {y.dtype} values "
+                         f"{np.unique(y)[:10].tolist()}{' ...' if np.unique(y).size > 10 else ''}.")
     if X.shape != (N_TRAIN + N_TEST, N_FEATURES) or y.shape != (N_TRAIN + N_TEST,):
         raise ValueError(
             f"{origin}: expected X of shape (70000, 784) and y of shape (70000,), "
             f"got {X.shape} and {y.shape}."
         )
     return X.astype(np.uint8, copy=False), y.astype(np.int64)
+
+
+def _digits(y) -> bool:
+    """Does y hold whole numbers from 0 to 9 (NaN is none of them)?"""
+    if not np.issubdtype(y.dtype, np.number):
+        return False
+    return bool(np.all((y >= 0) & (y <= 9) & (y == np.round(y))))
 
 
 def _pixels(X) -> bool:

@@ -80,8 +80,11 @@ class ProgressPrinter:
         if self._bar is not None:
             self._bar.set_postfix_str(_postfix(record), refresh=False)
             self._close_bar()
-        else:
-            print(format_epoch(record, self._max_epochs), file=self._out, flush=True)
+        elif self._out is not None:
+            try:
+                print(format_epoch(record, self._max_epochs), file=self._out, flush=True)
+            except BrokenPipeError:  # `anymlp train | head`: the reader left; training goes on
+                self._out = None
 
     def on_fit_end(self, estimator) -> None:
         self._close_bar()
@@ -110,6 +113,13 @@ class ProgressPrinter:
     def __getstate__(self):
         # A fitted model keeps its callbacks; streams and bars cannot be pickled.
         return {"stream": None, "bar": self.bar, "records": getattr(self, "records", [])}
+
+    def __deepcopy__(self, memo):
+        """A copy (scikit-learn's ``clone`` makes one for each fit of a search) prints to the
+        same stream; only a pickle drops it."""
+        twin = ProgressPrinter(self.stream, bar=self.bar)
+        twin.records = [dict(r) for r in getattr(self, "records", [])]
+        return twin
 
 
 def _postfix(record) -> str:

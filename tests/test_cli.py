@@ -481,3 +481,27 @@ def test_train_interrupted_exits_130_whatever_the_warning_filters(tmp_path, caps
         rc = main(["train", "--dataset", "digits", "--epochs", "5", "--hidden", "8",
                    "--callbacks", "tests.test_cli:StopAtEpoch2"])
     assert rc == 130 and "interrupted:" in capsys.readouterr().out
+
+
+def test_a_reader_that_leaves_stops_the_printing_not_the_run(tmp_path):
+    """`anymlp train --save m.joblib | head -1`: training, saving and the report go on; the
+    exit status says the pipe closed (141)."""
+    model = tmp_path / "m.joblib"
+    run = subprocess.Popen([sys.executable, "-m", "anymlp", "train", "--dataset", "digits", "--epochs", "30",
+                            "--hidden", "8", "--save", str(model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert run.stdout.readline().startswith(b"training MLPClassifier")
+    run.stdout.close()  # as head does after its line
+    assert run.wait(timeout=120) == 141
+    assert b"Traceback" not in run.stderr.read()
+    assert joblib.load(model).n_iter_ == 30
+
+
+def test_a_cloned_progress_printer_prints_to_the_same_stream():
+    """scikit-learn's clone (in every search and cross-validation) deep-copies the callbacks;
+    only a pickle drops the stream."""
+    from sklearn.base import clone
+
+    stream = io.StringIO()
+    model = clone(MLPClassifier((4,), max_iter=2, callbacks=[ProgressPrinter(stream)]))
+    assert model.callbacks[0].stream is stream
+    assert pickle.loads(pickle.dumps(model)).callbacks[0].stream is None

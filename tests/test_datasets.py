@@ -197,6 +197,34 @@ def test_pixels_that_are_not_mnists_are_refused_not_wrapped(isolated, tmp_path, 
         load_mnist(path, download=False)
 
 
+@pytest.mark.parametrize("labels, message", [
+    (lambda y: np.where(np.arange(len(y)) == 5, np.nan, y.astype(float)), r"expected digit labels 0 to 9.*float64"),
+    (lambda y: y.astype(np.int64) + 100, r"expected digit labels 0 to 9; got int64 values \[107\]"),
+])
+def test_labels_that_are_not_digits_are_refused(isolated, tmp_path, labels, message):
+    X, y = _fake_mnist()
+    path = tmp_path / "labels.npz"
+    np.savez(path, X=X[-300:], y=labels(y[-300:]))  # the labels are checked before the shape too
+    with pytest.raises(ValueError, match=message):
+        load_mnist(path, download=False)
+
+
+def test_a_damaged_npz_says_so(isolated, tmp_path):
+    X, y = _fake_mnist()
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, X=X[-300:], y=y[-300:])
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="is not a NumPy .npz file that can be read"):
+        load_mnist(truncated, download=False)
+    corrupted = tmp_path / "corrupted.npz"
+    middle = len(data) // 3
+    corrupted.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) + data[middle + 64:])
+    with pytest.raises(ValueError, match="(is damaged and cannot be read|is not a NumPy .npz file)"):
+        load_mnist(corrupted, download=False)
+
+
 def test_pixels_stored_as_wider_integers_load(isolated, tmp_path):
     X, y = _fake_mnist()
     path = tmp_path / "int16.npz"
