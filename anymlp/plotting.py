@@ -12,6 +12,7 @@ CuPy input); they are copied to the host once per plot.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def plot_first_layer_weights(estimator, image_shape=None, *, max_images=64, fig=
     from matplotlib.figure import Figure
 
     _fitted(estimator)
-    if not (isinstance(max_images, int) and max_images >= 1):
+    if not (isinstance(max_images, numbers.Integral) and not isinstance(max_images, bool) and max_images >= 1):
         raise ValueError(f"max_images must be a positive integer; got {max_images!r}.")
     weights = _to_numpy(estimator.coefs_[0])  # (n_features, n_hidden), host
     n_features, n_hidden = weights.shape

@@ -163,7 +163,12 @@ def test_a_regressor_has_no_confusion_matrix(digits):
         plot_confusion_matrix(regressor, X, y)
 
 
-@pytest.mark.parametrize("count", [0, -1, 2.5])
+@pytest.mark.parametrize("count", [0, -1, 2.5, True])
 def test_max_images_must_be_a_positive_integer(fitted, count):
     with pytest.raises(ValueError, match="max_images must be a positive integer"):
         plot_first_layer_weights(fitted, max_images=count)
+
+
+def test_max_images_takes_numpy_integers(fitted):
+    fig = plot_first_layer_weights(fitted, image_shape=(4, 16), max_images=np.int64(3))
+    assert len([ax for ax in fig.axes if ax.images]) == 3

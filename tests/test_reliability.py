@@ -827,3 +827,47 @@ def test_an_lbfgs_callback_error_leaves_the_model_as_before_the_fit(digits):
     assert model.n_iter_ == n_iter and model.loss_ == loss
     for a, b in zip(model.coefs_ + model.intercepts_, before):
         assert np.array_equal(a, b)
+
+
+class _Events:
+    def __init__(self):
+        self.events = []
+
+    def on_fit_begin(self, estimator, *, max_epochs, n_batches):
+        self.max_epochs = max_epochs
+        self.events.append(("fit_begin", n_batches))
+
+    def on_epoch_begin(self, estimator, *, epoch):
+        self.events.append(("epoch_begin", epoch))
+
+    def on_batch_end(self, estimator, *, batch, n_batches):
+        self.events.append(("batch_end", batch, n_batches))
+
+    def on_epoch_end(self, estimator, record):
+        self.events.append(("epoch_end", record["epoch"]))
+
+    def on_fit_end(self, estimator):
+        self.events.append(("fit_end",))
+
+
+@pytest.mark.parametrize("max_iter", [1, 6])
+def test_lbfgs_calls_every_hook_in_order(digits, max_iter):
+    """An L-BFGS iteration is an epoch of one full batch: each begins (at its first
+    evaluation), ends its batch and ends, as a stochastic epoch does."""
+    X, y = digits
+    recorder = _Events()
+    model = quiet(MLPClassifier(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=max_iter, random_state=0,
+                                callbacks=[recorder]).fit, X, y)
+    expected = [("fit_begin", 1)]
+    for epoch in range(1, model.n_iter_ + 1):
+        expected += [("epoch_begin", epoch), ("batch_end", 1, 1), ("epoch_end", epoch)]
+    assert model.n_iter_ == max_iter and recorder.events == expected + [("fit_end",)]
+
+
+def test_partial_fit_announces_one_epoch(digits):
+    """A progress bar reads max_epochs: partial_fit runs one epoch whatever max_iter says."""
+    X, y = digits
+    recorder = _Events()
+    model = MLPClassifier(hidden_layer_sizes=(10,), max_iter=50, random_state=0, callbacks=[recorder])
+    model.partial_fit(X, y, classes=np.unique(y))
+    assert recorder.max_epochs == 1 and [e for e in recorder.events if e[0] == "epoch_end"] == [("epoch_end", 1)]

@@ -37,7 +37,15 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
         both = to_host(xp.concat([xp.reshape(loss, (1,)), grad]))
         return float(both[0]), both[1:].astype(np.float64)
 
-    iteration = {"n": 0, "t": time.perf_counter()}
+    iteration = {"n": 0, "t": time.perf_counter(), "begun": 0}
+
+    def evaluate(x):
+        """scipy's objective; the first evaluation of an iteration begins its "epoch"."""
+        if iteration["begun"] == iteration["n"]:
+            iteration["begun"] += 1
+            notify(callbacks, "on_epoch_begin", estimator, epoch=iteration["begun"])
+        return loss_and_grad(x)
+
     start = to_host(theta).astype(np.float64)
     last = {"x": start, "fun": None}  # the last completed iteration: what Ctrl-C keeps
 
@@ -51,6 +59,7 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
         seconds, iteration["t"] = now - iteration["t"], now
         if callbacks and publish is not None:
             publish(to_device(last["x"].astype(host_dtype(dtype))), iteration["n"], loss)
+        notify(callbacks, "on_batch_end", estimator, batch=1, n_batches=1)  # the full batch
         notify(callbacks, "on_epoch_end", estimator, {
             "epoch": iteration["n"], "loss": loss, "validation_score": None,
             "seconds": seconds, "samples_per_second": float("nan"),
@@ -59,7 +68,7 @@ def fit_lbfgs(theta, objective: Callable, *, xp, to_device: Callable, max_iter: 
     notify(callbacks, "on_fit_begin", estimator, max_epochs=max_iter, n_batches=1)
     try:
         result = scipy.optimize.minimize(
-            loss_and_grad, start, method="L-BFGS-B", jac=True,
+            evaluate if callbacks else loss_and_grad, start, method="L-BFGS-B", jac=True,
             callback=report, options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol},
         )
     except KeyboardInterrupt:

@@ -273,7 +273,8 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     # Ctrl-C go back to. Without it, later partial_fits would start from NaN moments.
     last_good, last_state, ever_finite = copy(theta), optimizer.snapshot(copy), False
     unfinished = None  # the history before the epoch under way, until it is complete
-    notify(callbacks, "on_fit_begin", estimator, max_epochs=settings.max_iter, n_batches=n_batches)
+    max_epochs = 1 if settings.incremental else settings.max_iter  # partial_fit: one epoch
+    notify(callbacks, "on_fit_begin", estimator, max_epochs=max_epochs, n_batches=n_batches)
     try:
         history.n_iter = 0
         for _ in range(settings.max_iter):
