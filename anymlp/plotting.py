@@ -49,6 +49,10 @@ def _fitted(estimator, *, classifier=False):
     check_is_fitted(estimator)
     if classifier and not hasattr(estimator, "classes_"):
         raise TypeError(f"{type(estimator).__name__} is not a classifier: a confusion matrix needs classes.")
+    binarizer = getattr(estimator, "_label_binarizer", None)
+    if classifier and getattr(binarizer, "y_type_", None) == "multilabel-indicator":
+        raise TypeError("a confusion matrix needs one label per sample; this model was fit on a multilabel "
+                        "indicator (use sklearn.metrics.multilabel_confusion_matrix).")
 
 
 def _new_axes(ax, figsize):

@@ -172,3 +172,13 @@ def test_max_images_must_be_a_positive_integer(fitted, count):
 def test_max_images_takes_numpy_integers(fitted):
     fig = plot_first_layer_weights(fitted, image_shape=(4, 16), max_images=np.int64(3))
     assert len([ax for ax in fig.axes if ax.images]) == 3
+
+
+def test_a_multilabel_confusion_matrix_is_refused_before_a_report_folder_is_made(tmp_path):
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(60, 5, n_classes=3, random_state=0)
+    model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, Y)
+    with pytest.raises(TypeError, match="one label per sample"):
+        write_report(model, X, Y, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
