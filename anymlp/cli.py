@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import inspect
 import json
@@ -419,6 +420,7 @@ def _run_train(args, out) -> int:
     from anymlp.datasets import MNISTNotFoundError
 
     started = time.perf_counter()
+    out = _ReaderMayLeave(out)
     params = estimator_params(args)
     _check_before_loading(args, params)
     try:
@@ -434,13 +436,14 @@ def _run_train(args, out) -> int:
     user_callbacks = list(params.pop("callbacks", None) or [])
     progress = [] if args.quiet else [ProgressPrinter(out)]
     estimator = args.estimator_class(**params, callbacks=(user_callbacks + progress) or None)
-    say = _Lines(out)
+    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
     if not args.quiet:
         say(f"training {type(estimator).__name__}(hidden_layer_sizes={estimator.hidden_layer_sizes!r}, "
             f"solver={estimator.solver!r}) on {dataset['name']}: "
             f"{X_train.shape[0]} x {X_train.shape[1]} {X_train.dtype}, "
             f"up to {estimator.max_iter} epochs")
-    seconds, interrupted = _fit(estimator, X_train, y_train, say, quiet=args.quiet)
+    with contextlib.redirect_stdout(out):  # the estimator's verbose lines too
+        seconds, interrupted = _fit(estimator, X_train, y_train, say, quiet=args.quiet)
     accuracy = float(np.mean(_host(estimator.predict(X_test)) == y_test))
     estimator.set_params(callbacks=user_callbacks or None)  # streams do not pickle
 
@@ -467,35 +470,49 @@ def _run_train(args, out) -> int:
         files = write_report(estimator, X_test, y_test, args.report,
                              image_shape=dataset["image_shape"], summary=summary)
         say(f"report written to {files['report']}")
-    if say.closed:
+    if out.left:
         raise BrokenPipeError  # after the work was done and saved: main exits as for `| head`
     return 130 if interrupted else 0  # the shell's code for Ctrl-C: a script can tell
 
 
-class _Lines:
-    """The run's own lines on ``out``: a reader that left (``anymlp train | head``) stops the
-    printing, not the training, the saving or the report."""
+class _ReaderMayLeave:
+    """``out`` for a run's lines, its progress and scikit-learn's verbose output: a reader
+    that left (``anymlp train | head``) stops the writing, not the training, the saving or
+    the report. ``left`` says it happened."""
 
     def __init__(self, out):
-        self.out, self.closed = out, False
+        self._out, self.left = out, False
 
-    def __call__(self, text: str) -> None:
-        if self.closed:
-            return
-        try:
-            print(text, file=self.out, flush=True)
-        except BrokenPipeError:
-            self.closed = True
+    def write(self, text: str) -> int:
+        if not self.left:
+            try:
+                self._out.write(text)
+            except BrokenPipeError:
+                self.left = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.left:
+            try:
+                self._out.flush()
+            except BrokenPipeError:
+                self.left = True
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._out, "isatty", lambda: False)())
 
 
 def _save_model(estimator, path: Path) -> None:
     """joblib's dump of the model, without the --callbacks objects (they were for training,
     and loading would need their modules), written beside ``path`` and then moved onto it:
-    a dump that fails leaves a model saved there before as it was."""
+    a dump that fails leaves a model saved there before as it was. Compressed by the
+    file name's extension, as joblib does."""
     import joblib
 
+    path = Path(os.path.realpath(path))  # through a symlink (latest.joblib -> v3.joblib), not over it
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # The same last suffix: joblib compresses by it (.gz, .bz2, .xz, .lzma, .z).
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     callbacks = estimator.callbacks
     estimator.set_params(callbacks=None)
     try:

@@ -8,6 +8,7 @@ device synchronisation.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from typing import TextIO
@@ -111,14 +112,19 @@ class ProgressPrinter:
             bar.close()
 
     def __getstate__(self):
-        # A fitted model keeps its callbacks; streams and bars cannot be pickled.
-        return {"stream": None, "bar": self.bar, "records": getattr(self, "records", [])}
+        # A fitted model keeps its callbacks; streams and bars cannot be pickled. The settings
+        # (a subclass's too) and the records go; the fit's own state (_out, _bar) does not.
+        state = {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
+        state["stream"] = None
+        return state
 
     def __deepcopy__(self, memo):
         """A copy (scikit-learn's ``clone`` makes one for each fit of a search) prints to the
         same stream; only a pickle drops it."""
-        twin = ProgressPrinter(self.stream, bar=self.bar)
-        twin.records = [dict(r) for r in getattr(self, "records", [])]
+        twin = type(self).__new__(type(self))
+        for name, value in self.__getstate__().items():
+            setattr(twin, name, copy.deepcopy(value, memo))
+        twin.stream = self.stream
         return twin
 
 

@@ -483,12 +483,14 @@ def test_train_interrupted_exits_130_whatever_the_warning_filters(tmp_path, caps
     assert rc == 130 and "interrupted:" in capsys.readouterr().out
 
 
-def test_a_reader_that_leaves_stops_the_printing_not_the_run(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--verbose"]])
+def test_a_reader_that_leaves_stops_the_printing_not_the_run(tmp_path, options):
     """`anymlp train --save m.joblib | head -1`: training, saving and the report go on; the
-    exit status says the pipe closed (141)."""
+    exit status says the pipe closed (141). scikit-learn's verbose lines too."""
     model = tmp_path / "m.joblib"
     run = subprocess.Popen([sys.executable, "-m", "anymlp", "train", "--dataset", "digits", "--epochs", "30",
-                            "--hidden", "8", "--save", str(model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            "--hidden", "8", "--save", str(model), *options],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert run.stdout.readline().startswith(b"training MLPClassifier")
     run.stdout.close()  # as head does after its line
     assert run.wait(timeout=120) == 141
@@ -496,12 +498,37 @@ def test_a_reader_that_leaves_stops_the_printing_not_the_run(tmp_path):
     assert joblib.load(model).n_iter_ == 30
 
 
+class PrefixedPrinter(ProgressPrinter):
+    def __init__(self, stream=None, prefix=">"):
+        super().__init__(stream)
+        self.prefix = prefix
+
+
 def test_a_cloned_progress_printer_prints_to_the_same_stream():
     """scikit-learn's clone (in every search and cross-validation) deep-copies the callbacks;
-    only a pickle drops the stream."""
+    only a pickle drops the stream. A subclass stays itself, with its settings."""
     from sklearn.base import clone
 
     stream = io.StringIO()
-    model = clone(MLPClassifier((4,), max_iter=2, callbacks=[ProgressPrinter(stream)]))
-    assert model.callbacks[0].stream is stream
-    assert pickle.loads(pickle.dumps(model)).callbacks[0].stream is None
+    model = clone(MLPClassifier((4,), max_iter=2, callbacks=[PrefixedPrinter(stream, prefix="#")]))
+    printer = model.callbacks[0]
+    assert type(printer) is PrefixedPrinter and printer.stream is stream and printer.prefix == "#"
+    loaded = pickle.loads(pickle.dumps(model)).callbacks[0]
+    assert type(loaded) is PrefixedPrinter and loaded.stream is None and loaded.prefix == "#"
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_save_compresses_by_extension_and_writes_through_a_symlink(tmp_path):
+    import gzip
+
+    compressed = tmp_path / "m.joblib.gz"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q",
+                 "--save", str(compressed)]) == 0
+    with gzip.open(compressed) as f:
+        f.read(1)  # a gzip file, as joblib writes for .gz
+    target, link = tmp_path / "v1.joblib", tmp_path / "latest.joblib"
+    target.write_text("old")
+    link.symlink_to(target.name)
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--save", str(link)]) == 0
+    assert link.is_symlink() and joblib.load(target).n_iter_ == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.joblib", "m.joblib.gz", "v1.joblib"]

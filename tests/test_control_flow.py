@@ -220,6 +220,32 @@ def test_a_callback_error_leaves_the_last_completed_epoch(solver, hook):
         np.testing.assert_array_equal(a, b)
 
 
+def test_ctrl_c_under_warnings_as_errors_still_keeps_the_last_completed_epoch():
+    """The model is handed over before the warning, which an error filter (pytest -W error)
+    turns into an exception."""
+
+    class CtrlCInEpoch3:
+        epoch = 0
+
+        def on_epoch_begin(self, estimator, *, epoch):
+            self.epoch = epoch
+
+        def on_batch_end(self, estimator, *, batch, n_batches):
+            if self.epoch == 3 and batch == 2:
+                raise KeyboardInterrupt
+
+    X, y = _separable(200)
+    params = dict(hidden_layer_sizes=(6,), batch_size=40, random_state=0)
+    interrupted = MLPClassifier(**params, max_iter=5, callbacks=[CtrlCInEpoch3()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="Training interrupted by user"):
+            interrupted.fit(X, y)
+    two_epochs = _quiet(MLPClassifier(**params, max_iter=2).fit, X, y)
+    _assert_same_coefs(interrupted, two_epochs, atol=0)
+    assert interrupted._optimizer.state.t == two_epochs._optimizer.state.t
+
+
 def test_weights_gone_to_minus_infinity_are_divergence():
     from anymlp.nn.losses import LossTerms
     from anymlp.training.stochastic import EpochLosses, read_epoch_end

@@ -536,13 +536,13 @@ class BaseMLP(BaseEstimator):
                 xp=self._backend.xp, random_state=self._random_state,
                 to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
                 callbacks=self.callbacks, estimator=self, trained=trained, publish=self._publish_history,
-                keep_on_error=self._keep_parameters,
+                keep_parameters=self._keep_parameters,
             )
         finally:
             self._publish_history()
 
     def _keep_parameters(self, theta):
-        """The parameters a fit cut short by an error leaves the model (not a half-done epoch's)."""
+        """The parameters a fit cut short (Ctrl-C, an error) leaves the model, not a half-done epoch's."""
         self._theta, self._predict_cache = theta, None
 
     def _publish_iterate(self, theta, n_iter: int, loss: float):

@@ -249,7 +249,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                    settings: LoopSettings, *, xp, random_state, to_device: Callable,
                    validation_score: Callable | None = None, callbacks=(), estimator=None,
                    trained: bool = False, publish: Callable | None = None,
-                   keep_on_error: Callable = lambda theta: None):
+                   keep_parameters: Callable = lambda theta: None):
     """Train for up to ``max_iter`` epochs; returns the parameters to keep.
 
     Stops on scikit-learn's no-improvement rule, on divergence (a non-finite
@@ -260,10 +260,10 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     either), scikit-learn's ValueError about non-finite weights is raised.
     ``publish`` (called only with callbacks) sets the estimator's fitted attributes
     from ``history`` before each ``on_epoch_end``, so a callback sees (and can
-    pickle) a model whose attributes match its weights. When an error ends the
-    fit, ``keep_on_error`` gets the parameters to keep (the last completed
-    epoch's, or the best with early stopping), the optimizer state and history
-    go back with them, and the error propagates.
+    pickle) a model whose attributes match its weights. When Ctrl-C or an error
+    cuts the fit short, ``keep_parameters`` gets the parameters to keep (the last
+    completed epoch's, or the best with early stopping) at once, the optimizer
+    state and history go back with them, and an error then propagates.
     """
     n = data.n_samples
     order_host = np.arange(n, dtype=np.int64)  # torch's sparse index_select takes int64 only
@@ -329,26 +329,25 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                     "optimization hasn't converged yet." % settings.max_iter,
                     ConvergenceWarning,
                 )
-    except KeyboardInterrupt:
-        warnings.warn(
-            "Training interrupted by user. The model keeps the parameters of the last "
-            "completed epoch (the best ones with early stopping); fit again with "
-            "warm_start=True to continue."
-        )
-        theta = last_good
+    except BaseException as cut_short:
+        # Ctrl-C, a callback's error, a minibatch that weighs nothing, no finite epoch: the
+        # model is the last completed epoch (the best with early stopping) with its optimizer
+        # state and history, handed over before anything else can raise (a warnings filter
+        # may turn the warning below into an error).
         optimizer.restore(last_state)
         if unfinished is not None:
             # Cut short after its loss was recorded (in the validation score, the verbose
             # output or a callback): the epoch goes from the history as its weights went.
             history.rollback(unfinished)
-    except Exception:
-        # A callback's error, a minibatch that weighs nothing, no finite epoch: the error goes
-        # on to the caller, and the model it leaves is one consistent model, as after Ctrl-C.
-        optimizer.restore(last_state)
-        if unfinished is not None:
-            history.rollback(unfinished)
-        keep_on_error(_kept_after_error(history, last_good))
-        raise
+        theta = _kept_when_cut_short(history, last_good)
+        keep_parameters(theta)
+        if not isinstance(cut_short, KeyboardInterrupt):
+            raise
+        warnings.warn(
+            "Training interrupted by user. The model keeps the parameters of the last "
+            "completed epoch (the best ones with early stopping); fit again with "
+            "warm_start=True to continue."
+        )
     if history.early_stopping:
         if history.best_theta is not None:
             theta = history.best_theta
@@ -358,9 +357,9 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
     return theta
 
 
-def _kept_after_error(history: History, last_good):
-    """What a fit that raises keeps, as after Ctrl-C: the last complete epoch's parameters, or
-    with early stopping the best ones (their snapshot is then handed over, not kept for later)."""
+def _kept_when_cut_short(history: History, last_good):
+    """What a fit cut short keeps: the last complete epoch's parameters, or with early stopping
+    the best ones (their snapshot is then handed over, not kept for later)."""
     if history.early_stopping and history.best_theta is not None:
         best, history.best_theta = history.best_theta, None
         return best
