@@ -430,6 +430,10 @@ def _run_train(args, out) -> int:
         return 1
     if args.limit:
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
+        given = "param:batch_size" in vars(args)
+        if not given and isinstance(params.get("batch_size"), int) and params["batch_size"] > len(X_train):
+            # The CLI's own default (MNIST's "auto"), not the user's: no warning that it was clipped.
+            params["batch_size"] = len(X_train)
 
     from anymlp.progress import ProgressPrinter
 

@@ -8,6 +8,7 @@ import pickle
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import joblib
@@ -532,3 +533,14 @@ def test_save_compresses_by_extension_and_writes_through_a_symlink(tmp_path):
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--save", str(link)]) == 0
     assert link.is_symlink() and joblib.load(target).n_iter_ == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.joblib", "m.joblib.gz", "v1.joblib"]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_limit_below_the_default_batch_size_does_not_warn_about_a_setting_the_user_never_made():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--limit", "100"]) == 0
+    assert not [w for w in caught if "batch_size" in str(w.message)]
+    with pytest.warns(UserWarning, match="batch_size"):  # the user's own setting: scikit-learn's warning
+        main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--limit", "100",
+              "--batch-size", "500"])
