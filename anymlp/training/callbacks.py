@@ -25,7 +25,13 @@ class EpochRecord(TypedDict):
 
 
 class Callback:
-    """Base class documenting the hooks; subclassing it is optional."""
+    """Base class documenting the hooks; subclassing it is optional.
+
+    A hook that raises stops the fit, and its exception propagates: ``sgd``/``adam``
+    leave the model of the last completed epoch (the best one with early stopping),
+    L-BFGS the model from before the fit. KeyboardInterrupt keeps that model too,
+    with a warning instead of an error.
+    """
 
     def on_fit_begin(self, estimator: Any, *, max_epochs: int, n_batches: int) -> None:
         """Called once before the first epoch. ``n_batches`` is per epoch (1 for L-BFGS)."""
