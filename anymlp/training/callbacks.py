@@ -29,8 +29,8 @@ class Callback:
 
     A hook that raises stops the fit, and its exception propagates: ``sgd``/``adam``
     leave the model of the last completed epoch (the best one with early stopping),
-    L-BFGS the model from before the fit. KeyboardInterrupt keeps that model too,
-    with a warning instead of an error.
+    L-BFGS the model from before the fit. A KeyboardInterrupt raised there is
+    Ctrl-C: the last completed epoch (L-BFGS: iteration) is kept, with a warning.
     """
 
     def on_fit_begin(self, estimator: Any, *, max_epochs: int, n_batches: int) -> None:
