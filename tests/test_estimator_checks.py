@@ -63,14 +63,18 @@ def test_sklearn_compatible_estimator(estimator, check):
 def test_array_api_dispatch_tools_take_class_probabilities():
     """With array_api_dispatch on, scikit-learn's tools check classes_ beside the predictions
     (cross_val_predict's column order, stacking): numeric classes_ live in X's namespace, as
-    in its array-API classifiers; string labels, pickles and dispatch off keep NumPy."""
+    in its array-API classifiers, also after a pickle (joblib's workers return fitted models as
+    pickles); string labels and dispatch off keep NumPy."""
     import pickle
 
+    import array_api_strict as xps
     import sklearn
     import torch
     from sklearn.datasets import load_digits
     from sklearn.ensemble import StackingClassifier
-    from sklearn.model_selection import cross_val_predict
+    from sklearn.model_selection import cross_val_predict, cross_validate
+
+    device1 = xps.Device("device1")
 
     X, y = load_digits(return_X_y=True)
     X, y = torch.asarray(X[:300] / 16), torch.asarray(y[:300])
@@ -88,7 +92,13 @@ def test_array_api_dispatch_tools_take_class_probabilities():
         with pytest.raises(ValueError, match="is not the same as on last call"):
             model.partial_fit(X, y, classes=np.arange(11))
         assert isinstance(model.classes_, torch.Tensor)  # a refused call changes nothing
-        assert type(pickle.loads(pickle.dumps(model)).classes_) is np.ndarray
+        assert isinstance(pickle.loads(pickle.dumps(model)).classes_, torch.Tensor)  # as joblib's workers return it
+        returned = cross_validate(MLPClassifier(**params), X, y, cv=2, n_jobs=2, return_estimator=True)["estimator"]
+        assert all(isinstance(m.classes_, torch.Tensor) for m in returned)
+        Xs, ys = xps.asarray(X.numpy(), device=device1), xps.asarray(y.numpy().astype(np.uint16), device=device1)
+        strict = MLPClassifier(**params).fit(Xs, ys)
+        assert type(strict.classes_) is type(Xs) and strict.classes_.device == device1  # uint16 too
+        assert pickle.loads(pickle.dumps(strict)).classes_.device == device1
         labels = np.array(["abcdefghij"[i] for i in y.numpy()])
         assert type(MLPClassifier(**params).fit(X, labels).classes_) is np.ndarray
     assert type(MLPClassifier(**params).fit(X, y).classes_) is np.ndarray

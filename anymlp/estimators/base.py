@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import re
 import sys
 import warnings
 from numbers import Integral, Real
@@ -765,7 +766,11 @@ class BaseMLP(BaseEstimator):
             state["_backend"] = backend_name(state["_backend"].xp)
         if "_output_namespace" in state:
             state["_output_namespace"] = "numpy"
-            if "classes_" in state:  # in X's namespace under array_api_dispatch
+            if is_device_array(state.get("classes_")):  # in X's namespace under array_api_dispatch
+                # NumPy in the file, so that it loads anywhere; back in that namespace on loading
+                # where it exists (joblib's workers hand fitted models back as pickles).
+                state["_classes_namespace"] = (backend_name(_namespace_of(state["classes_"])),
+                                               _device_spelling(device_of(state["classes_"])))
                 state["classes_"] = state["_label_binarizer"].classes_
         state["_anymlp_version"] = __version__
         state["_anymlp_pickle_format"] = _PICKLE_FORMAT
@@ -785,6 +790,9 @@ class BaseMLP(BaseEstimator):
             state["_output_namespace"] = input_namespace()
         if state.get("_optimizer") is not None and isinstance(state["_optimizer"], AdamOptimizer):
             state["_optimizer"].set_namespace(namespace_by_name("numpy"))
+        where = state.pop("_classes_namespace", None)
+        if where is not None:
+            state["classes_"] = _classes_back_in(state["classes_"], *where)
         self.__dict__.update(state)
 
     def __sklearn_is_fitted__(self):
@@ -871,6 +879,23 @@ def _take_rows(a, idx, backend: Backend):
 
 def _input_backend_name(X) -> str:
     return backend_name(_namespace_of(X))
+
+
+def _classes_back_in(classes, library: str, device: str):
+    """A loaded model's ``classes_`` in the namespace and on the device it was fit with (under
+    array_api_dispatch), or NumPy where that library or device is not there."""
+    try:
+        return to_device(classes, resolve_backend(backend=library, device=device))
+    except Exception:  # noqa: BLE001 - no such library or device here: NumPy, as scikit-learn keeps them
+        return classes
+
+
+def _device_spelling(device) -> str:
+    """A device as ``device=`` spells it: 'cuda:0', 'cpu', 'device1'."""
+    if hasattr(device, "id") and type(device).__module__.startswith("cupy"):
+        return f"cuda:{device.id}"
+    strict = re.fullmatch(r"array_api_strict\.Device\('(.+)'\)", str(device))
+    return strict.group(1) if strict else str(device)
 
 
 def _column_to_1d(y):

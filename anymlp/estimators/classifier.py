@@ -164,8 +164,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         stacking) check them beside the predictions. NumPy otherwise, as in scikit-learn."""
         classes = self._label_binarizer.classes_
         out_xp, out_device = self._output_namespace
-        if get_sklearn_config()["array_api_dispatch"] and _takes_on_device(classes.dtype):
-            classes = to_namespace_of(classes, out_xp, out_device)
+        if get_sklearn_config()["array_api_dispatch"] and classes.dtype.kind in "biuf":
+            try:
+                classes = to_namespace_of(classes, out_xp, out_device)
+            except (TypeError, ValueError, RuntimeError):  # a dtype that library lacks: NumPy, as scikit-learn
+                pass
         self.classes_ = classes
 
     def _stratify_labels(self, y_host):
