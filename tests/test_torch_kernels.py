@@ -287,6 +287,35 @@ def test_the_training_loops_adam_step_finishes_the_gradient_in_the_fused_kernel(
         assert dict(update) == expected
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+def test_adam_on_a_workspaces_kept_views_is_the_same_step(alpha, monkeypatch):
+    """The stochastic loop's Adam step takes the weight/bias views its workspace keeps (no
+    slicing per step): bitwise the step on freshly sliced ones, over several steps."""
+    from anymlp.kernels import _torch
+    from anymlp.nn import StepWorkspace
+    from anymlp.optim.stateful import AdamOptimizer
+
+    arch = Architecture(Layout((20, 16, 8, 4)), "relu", "log_loss")
+    rng = np.random.default_rng(2)
+    start = torch.tensor(rng.uniform(-0.3, 0.3, arch.layout.n_params).astype(np.float32))
+    X = torch.tensor(rng.normal(size=(32, 20)).astype(np.float32))
+    Y = torch.nn.functional.one_hot(torch.tensor(rng.integers(0, 4, 32)), 4).float()
+    calls = []
+    real = _torch.adam_unscaled_split
+    monkeypatch.setattr(_torch, "adam_unscaled_split", lambda *a: calls.append(1) or real(*a))
+    results = []
+    for workspace in (StepWorkspace(arch.layout), None):
+        theta = start.clone()
+        opt = AdamOptimizer(theta, xp=xt, learning_rate_init=1e-2)
+        for _ in range(4):
+            _, grad = loss_and_grad(theta, X, Y, None, arch, alpha, xp=xt, finish=False, workspace=workspace)
+            opt.step(theta, grad)
+        results.append((theta, opt.state.m, opt.state.v))
+    assert len(calls) == (4 if alpha else 0)  # without decay one launch covers all: nothing to split
+    for kept, sliced in zip(*results):
+        torch.testing.assert_close(kept, sliced, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kernels", ["auto", "array_api"])
 def test_a_training_step_never_reads_back_to_the_host(kernels):
     weights = torch.linspace(0.5, 1.5, 64)

@@ -161,6 +161,18 @@ class StepWorkspace:
         self.layout = layout
         self._theta = self._theta_views = None
         self._grad = self._grad_views = None
+        self._splits: dict = {}
+
+    def split(self, a):
+        """``(a[:n_coef], a[n_coef:])``: weights and biases, views kept while ``a`` is the same
+        array (theta, the gradient buffer and the optimizer's state are, all through a fit)."""
+        kept = self._splits.get(id(a))
+        if kept is None or kept[0] is not a:
+            if len(self._splits) >= 8:  # arrays that do not persist (a library without in-place updates)
+                self._splits.clear()
+            n = self.layout.n_coef
+            kept = self._splits[id(a)] = (a, (a[:n], a[n:]))
+        return kept[1]
 
     def views(self, theta, *, xp):
         if theta is not self._theta:
@@ -201,7 +213,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     if alpha:  # (not dataclasses.replace: a third of the cost of a tiny fit's epoch end)
         loss = LossTerms(loss.per_output, loss.scale, loss.sw_sum, _weight_penalties(theta, arch.layout, xp=xp), alpha)
     grad = UnscaledGradient(_backward(theta, coefs, activations, delta, delta_sums, arch, xp=xp, workspace=workspace),
-                            arch.layout.n_coef, alpha, sw_sum, xp)
+                            arch.layout.n_coef, alpha, sw_sum, xp, None if workspace is None else workspace.split)
     if not finish:
         return loss, grad
     return loss.value(xp=xp), grad.finish(theta)

@@ -43,8 +43,11 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
     if isinstance(grad, UnscaledGradient):
         fused, finishing = fused_for(theta, grad.raw, m, v), grad.fused_scalars(theta)
         if fused is not None and finishing is not None and hasattr(fused, "adam_unscaled"):
-            fused.adam_unscaled(*(flat(a) for a in (theta, grad.raw, m, v)), *finishing,
-                                *(scalar(c, theta) for c in constants))
+            arrays = [flat(a) for a in (theta, grad.raw, m, v)]
+            if grad.split is not None and finishing[0] == grad.n_decayed and hasattr(fused, "adam_unscaled_split"):
+                fused.adam_unscaled_split(grad.split, *arrays, *finishing, *(scalar(c, theta) for c in constants))
+            else:
+                fused.adam_unscaled(*arrays, *finishing, *(scalar(c, theta) for c in constants))
             return theta, AdamState(t, m, v)
         grad = grad.finish(theta)
     fused = fused_for(theta, grad, m, v)
