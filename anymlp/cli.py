@@ -430,10 +430,10 @@ def _run_train(args, out) -> int:
         return 1
     if args.limit:
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
-        given = "param:batch_size" in vars(args)
-        if not given and isinstance(params.get("batch_size"), int) and params["batch_size"] > len(X_train):
-            # The CLI's own default (MNIST's "auto"), not the user's: no warning that it was clipped.
-            params["batch_size"] = len(X_train)
+        if "param:batch_size" not in vars(args):
+            # The CLI's own 200 is MNIST's "auto"; on fewer rows (and early stopping's share of
+            # them) "auto" itself, without a warning about a setting the user never made.
+            params["batch_size"] = "auto"
 
     from anymlp.progress import ProgressPrinter
 
@@ -504,6 +504,9 @@ class _ReaderMayLeave:
 
     def isatty(self) -> bool:
         return bool(getattr(self._out, "isatty", lambda: False)())
+
+    def __getattr__(self, name):  # encoding, fileno, ...: tqdm sizes and draws its bar by them
+        return getattr(self._out, name)
 
 
 def _save_model(estimator, path: Path) -> None:

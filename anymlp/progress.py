@@ -111,10 +111,12 @@ class ProgressPrinter:
             bar.n = bar.total if bar.total else bar.n  # L-BFGS reports no batches
             bar.close()
 
+    _FIT_STATE = ("_out", "_tqdm", "_bar", "_max_epochs", "_n_batches")
+
     def __getstate__(self):
         # A fitted model keeps its callbacks; streams and bars cannot be pickled. The settings
-        # (a subclass's too) and the records go; the fit's own state (_out, _bar) does not.
-        state = {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
+        # (a subclass's too) and the records go; the fit's own state (_out, _bar, ...) does not.
+        state = {name: value for name, value in self.__dict__.items() if name not in self._FIT_STATE}
         state["stream"] = None
         return state
 

@@ -500,9 +500,10 @@ def test_a_reader_that_leaves_stops_the_printing_not_the_run(tmp_path, options):
 
 
 class PrefixedPrinter(ProgressPrinter):
-    def __init__(self, stream=None, prefix=">"):
+    def __init__(self, stream=None, prefix=">", every=2):
         super().__init__(stream)
         self.prefix = prefix
+        self._every = every  # a subclass's own setting, named as private
 
 
 def test_a_cloned_progress_printer_prints_to_the_same_stream():
@@ -514,8 +515,18 @@ def test_a_cloned_progress_printer_prints_to_the_same_stream():
     model = clone(MLPClassifier((4,), max_iter=2, callbacks=[PrefixedPrinter(stream, prefix="#")]))
     printer = model.callbacks[0]
     assert type(printer) is PrefixedPrinter and printer.stream is stream and printer.prefix == "#"
+    assert printer._every == 2
     loaded = pickle.loads(pickle.dumps(model)).callbacks[0]
-    assert type(loaded) is PrefixedPrinter and loaded.stream is None and loaded.prefix == "#"
+    assert type(loaded) is PrefixedPrinter and loaded.stream is None and (loaded.prefix, loaded._every) == ("#", 2)
+
+
+def test_the_cli_stream_passes_on_what_tqdm_reads(tmp_path):
+    """encoding (Unicode bars) and fileno (the terminal's width) of the real stream."""
+    from anymlp.cli import _ReaderMayLeave
+
+    with open(tmp_path / "out.txt", "w", encoding="utf-8") as f:
+        wrapped = _ReaderMayLeave(f)
+        assert wrapped.encoding == "utf-8" and wrapped.fileno() == f.fileno()
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -540,6 +551,11 @@ def test_limit_below_the_default_batch_size_does_not_warn_about_a_setting_the_us
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--limit", "100"]) == 0
+    assert not [w for w in caught if "batch_size" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--limit", "100",
+                     "--early-stopping"]) == 0  # early stopping holds back a share of the 100 rows
     assert not [w for w in caught if "batch_size" in str(w.message)]
     with pytest.warns(UserWarning, match="batch_size"):  # the user's own setting: scikit-learn's warning
         main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--limit", "100",

@@ -791,7 +791,7 @@ class BaseMLP(BaseEstimator):
         if state.get("_optimizer") is not None and isinstance(state["_optimizer"], AdamOptimizer):
             state["_optimizer"].set_namespace(namespace_by_name("numpy"))
         where = state.pop("_classes_namespace", None)
-        if where is not None:
+        if where is not None:  # (not only under dispatch: joblib unpickles a worker's results in a thread of its own)
             state["classes_"] = _classes_back_in(state["classes_"], *where)
         self.__dict__.update(state)
 
