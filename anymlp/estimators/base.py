@@ -79,6 +79,9 @@ FUSED_KERNELS_MIN_WORK = 1e9
 # predict/predict_proba work through X in chunks whose activations take at most this much.
 PREDICT_CHUNK_BYTES = 64 * 2**20
 
+# Fitted attributes only the sgd/adam loop records (an L-BFGS fit drops them).
+_STOCHASTIC_RECORDS = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
+
 # Pickles record the format; loading refuses formats this version cannot read.
 _PICKLE_FORMAT = 1
 
@@ -304,9 +307,8 @@ class BaseMLP(BaseEstimator):
             self._check_finite_params()
         except NonFiniteTrainingError:
             if first_pass:  # nothing worth keeping: the estimator stays unfitted
-                for name in ("_theta", "_optimizer", "_history", "n_iter_", "t_", "loss_", "loss_curve_",
-                             "best_loss_", "validation_scores_", "best_validation_score_",
-                             "_no_improvement_count"):
+                for name in ("_theta", "_optimizer", "_history", "n_iter_", "t_", "loss_", "_no_improvement_count",
+                             *_STOCHASTIC_RECORDS):
                     self.__dict__.pop(name, None)
             raise
         finally:
@@ -482,7 +484,7 @@ class BaseMLP(BaseEstimator):
         except Exception:
             # A callback's error (Ctrl-C is handled inside): the model is the one before the
             # fit, not the iterate published for the callbacks.
-            self._theta, self._predict_cache = theta_before, None
+            self._adopt_parameters(theta_before)
             for name in ("n_iter_", "loss_"):
                 self.__dict__.pop(name, None)
             self.__dict__.update(before)
@@ -497,7 +499,7 @@ class BaseMLP(BaseEstimator):
         # the weights: they go, and a later sgd/adam fit or partial_fit starts its own.
         self.t_, self._history = 0, None
         self.__dict__.pop("_optimizer", None)
-        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
+        for name in _STOCHASTIC_RECORDS:
             self.__dict__.pop(name, None)
 
     def _make_optimizer(self):
@@ -537,18 +539,19 @@ class BaseMLP(BaseEstimator):
                 xp=self._backend.xp, random_state=self._random_state,
                 to_device=lambda a: to_device(a, self._backend), validation_score=validation_score,
                 callbacks=self.callbacks, estimator=self, trained=trained, publish=self._publish_history,
-                keep_parameters=self._keep_parameters,
+                keep_parameters=self._adopt_parameters,
             )
         finally:
             self._publish_history()
 
-    def _keep_parameters(self, theta):
-        """The parameters a fit cut short (Ctrl-C, an error) leaves the model, not a half-done epoch's."""
+    def _adopt_parameters(self, theta):
+        """``theta`` as the model's parameters from now on (what a fit cut short keeps, say):
+        a converted copy cached for predictions on another backend no longer holds."""
         self._theta, self._predict_cache = theta, None
 
     def _publish_iterate(self, theta, n_iter: int, loss: float):
         """An L-BFGS iterate as the model, for the callbacks of that iteration."""
-        self._theta, self._predict_cache = theta, None
+        self._adopt_parameters(theta)
         self.n_iter_, self.loss_ = n_iter, np.float64(loss)
 
     def _publish_history(self):

@@ -339,7 +339,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             # Cut short after its loss was recorded (in the validation score, the verbose
             # output or a callback): the epoch goes from the history as its weights went.
             history.rollback(unfinished)
-        theta = _kept_when_cut_short(history, last_good)
+        theta = _kept(history, last_good)
         keep_parameters(theta)
         if not isinstance(cut_short, KeyboardInterrupt):
             raise
@@ -348,22 +348,18 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             "completed epoch (the best ones with early stopping); fit again with "
             "warm_start=True to continue."
         )
-    if history.early_stopping:
-        if history.best_theta is not None:
-            theta = history.best_theta
-        # scikit-learn's restored coefs_ *are* its best-weights arrays, updated in place
-        # from then on: a later warm fit that never improves keeps its own last weights.
-        history.best_theta = None
-    return theta
+    return _kept(history, theta)
 
 
-def _kept_when_cut_short(history: History, last_good):
-    """What a fit cut short keeps: the last complete epoch's parameters, or with early stopping
-    the best ones (their snapshot is then handed over, not kept for later)."""
+def _kept(history: History, theta):
+    """What a fit ends with, finished or cut short: ``theta`` (the last completed epoch's
+    parameters), or with early stopping the best ones. Their snapshot is handed over, not
+    kept: scikit-learn's restored coefs_ *are* its best-weights arrays, updated in place
+    from then on, so a later warm fit that never improves keeps its own last weights."""
     if history.early_stopping and history.best_theta is not None:
         best, history.best_theta = history.best_theta, None
         return best
-    return last_good
+    return theta
 
 
 def _should_stop(history: History, settings: LoopSettings, optimizer) -> bool:
