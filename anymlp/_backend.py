@@ -328,6 +328,16 @@ def _parse_device(xp, device):
     return device
 
 
+def device_spelling(device) -> str:
+    """A device object as ``device=`` spells it ('cuda:0', 'cpu', 'device1'): what
+    :func:`_parse_device` reads back, kept where the object itself cannot go (a pickle
+    that must load without the library)."""
+    if hasattr(device, "id") and type(device).__module__.startswith("cupy"):
+        return f"cuda:{device.id}"
+    strict = re.fullmatch(r"array_api_strict\.Device\('(.+)'\)", str(device))
+    return strict.group(1) if strict else str(device)
+
+
 def _strict_device(xp, device):
     if isinstance(device, xp.Device):
         return device

@@ -502,10 +502,7 @@ class _ReaderMayLeave:
             except BrokenPipeError:
                 self.left = True
 
-    def isatty(self) -> bool:
-        return bool(getattr(self._out, "isatty", lambda: False)())
-
-    def __getattr__(self, name):  # encoding, fileno, ...: tqdm sizes and draws its bar by them
+    def __getattr__(self, name):  # isatty, encoding, fileno, ...: tqdm sizes and draws its bar by them
         return getattr(self._out, name)
 
 

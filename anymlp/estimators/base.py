@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import re
 import sys
 import warnings
 from numbers import Integral, Real
@@ -35,6 +34,7 @@ from anymlp._backend import (
     backend_name,
     config_context,
     device_of,
+    device_spelling,
     setting,
     host_dtype,
     supports_float64,
@@ -773,7 +773,7 @@ class BaseMLP(BaseEstimator):
                 # NumPy in the file, so that it loads anywhere; back in that namespace on loading
                 # where it exists (joblib's workers hand fitted models back as pickles).
                 state["_classes_namespace"] = (backend_name(_namespace_of(state["classes_"])),
-                                               _device_spelling(device_of(state["classes_"])))
+                                               device_spelling(device_of(state["classes_"])))
                 state["classes_"] = state["_label_binarizer"].classes_
         state["_anymlp_version"] = __version__
         state["_anymlp_pickle_format"] = _PICKLE_FORMAT
@@ -892,13 +892,6 @@ def _classes_back_in(classes, library: str, device: str):
     except Exception:  # noqa: BLE001 - no such library or device here: NumPy, as scikit-learn keeps them
         return classes
 
-
-def _device_spelling(device) -> str:
-    """A device as ``device=`` spells it: 'cuda:0', 'cpu', 'device1'."""
-    if hasattr(device, "id") and type(device).__module__.startswith("cupy"):
-        return f"cuda:{device.id}"
-    strict = re.fullmatch(r"array_api_strict\.Device\('(.+)'\)", str(device))
-    return strict.group(1) if strict else str(device)
 
 
 def _column_to_1d(y):
