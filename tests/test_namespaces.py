@@ -73,6 +73,19 @@ def test_regressor_matches_numpy(backend, regression, solver):
     np.testing.assert_allclose(backend.numpy(pred), reference.predict(X.astype(dtype)), atol=tol, rtol=tol)
 
 
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_the_loss_dtype_follows_the_targets_on_every_namespace(backend, regression, solver):
+    """scikit-learn's rule (float32 model and float32 y: float32 losses) read from any library's dtypes."""
+    X, y = regression
+    params = dict(hidden_layer_sizes=(4,), solver=solver, max_iter=2, random_state=1)
+    for y_dtype, expected in (("float32", np.float32), ("float64", np.float64)):
+        if y_dtype == "float64" and backend.dtype_name == "float32":
+            continue  # (the backend makes every float array float32)
+        reg = _fit_quietly(MLPRegressor(**params), backend.asarray(X.astype(np.float32)),
+                           backend.asarray(y.astype(y_dtype)))
+        assert type(reg.loss_) is expected, y_dtype
+
 def test_multilabel_and_string_labels_on_device(device_backend):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(80, 5))

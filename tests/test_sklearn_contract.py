@@ -257,7 +257,7 @@ def test_fitted_attributes_per_solver(kind, solver, early_stopping):
     assert len(a.coefs_) == len(a.intercepts_) == a.n_layers_ - 1
     assert isinstance(a.n_iter_, int) and isinstance(a.t_, int)
     assert float(a.loss_) == pytest.approx(float(b.loss_), rel=1e-8)
-    assert type(a.loss_) is type(b.loss_) is np.float64
+    assert type(a.loss_) is type(b.loss_)
     if solver != "lbfgs":
         for name in ("loss_curve_", "validation_scores_"):
             assert [type(v) for v in getattr(a, name) or []] == [type(v) for v in getattr(b, name) or []], name
@@ -273,6 +273,60 @@ def test_fitted_attributes_per_solver(kind, solver, early_stopping):
         assert a.best_loss_ == min(a.loss_curve_)
         assert len(a.loss_curve_) == a.n_iter_
         assert a.t_ == a.n_iter_ * X.shape[0]
+
+
+_LOSS_TARGETS = {
+    "float32": lambda rng: rng.rand(60).astype(np.float32),
+    "float64": lambda rng: rng.rand(60),
+    "int": lambda rng: rng.randint(0, 3, 60),
+    "float16": lambda rng: rng.rand(60).astype(np.float16),
+    "2-D float32": lambda rng: rng.rand(60, 2).astype(np.float32),
+}
+_LOSS_WEIGHTS = {"none": None, "float32": np.float32, "float64": np.float64, "scalar": float}
+
+
+@pytest.mark.parametrize("weights", list(_LOSS_WEIGHTS))
+@pytest.mark.parametrize("target", list(_LOSS_TARGETS))
+@pytest.mark.parametrize("X_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_the_loss_has_scikit_learns_dtype(solver, X_dtype, target, weights):
+    """loss_, loss_curve_ and best_loss_ are float32 exactly when scikit-learn's are (a float32
+    model, float32 targets and weights), so the tol comparison rounds as scikit-learn's."""
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(60, 4).astype(X_dtype), _LOSS_TARGETS[target](rng)
+    kind = _LOSS_WEIGHTS[weights]
+    sample_weight = None if kind is None else (1.5 if kind is float else rng.rand(60).astype(kind) + 0.5)
+    params = dict(hidden_layer_sizes=(3,), solver=solver, max_iter=3, random_state=0)
+    a = _quiet_fit(anymlp.MLPRegressor(**params), X, y, sample_weight=sample_weight)
+    b = _quiet_fit(sk.MLPRegressor(**params), X, y, sample_weight=sample_weight)
+    assert type(a.loss_) is type(b.loss_)
+    if solver != "lbfgs":
+        assert [type(v) for v in a.loss_curve_] == [type(v) for v in b.loss_curve_]
+        assert type(a.best_loss_) is type(b.best_loss_)
+    if type(b.loss_) is np.float32 and solver != "lbfgs" and y.ndim == 1:  # (2-D: see README, the sum over outputs)
+        assert a.loss_curve_ == pytest.approx(b.loss_curve_, rel=1e-6)
+
+
+def test_a_float32_classifier_reports_float64_losses_as_scikit_learn():
+    X, y = _binary(60)
+    params = dict(hidden_layer_sizes=(3,), max_iter=3, random_state=0)
+    a = _quiet_fit(anymlp.MLPClassifier(**params), X.astype(np.float32), y)
+    b = _quiet_fit(sk.MLPClassifier(**params), X.astype(np.float32), y)
+    assert type(a.loss_) is type(b.loss_)
+    assert {type(v) for v in a.loss_curve_} == {type(v) for v in b.loss_curve_} == {np.float64}
+
+
+def test_a_partial_fit_sequence_keeps_each_calls_loss_dtype():
+    """As scikit-learn's: each call's loss follows that call's targets."""
+    rng = np.random.RandomState(0)
+    X = rng.rand(40, 3).astype(np.float32)
+    curves = []
+    for cls in (anymlp.MLPRegressor, sk.MLPRegressor):
+        model = cls(hidden_layer_sizes=(3,), random_state=0)
+        model.partial_fit(X, rng.rand(40).astype(np.float32))
+        model.partial_fit(X, rng.rand(40))
+        curves.append([type(v) for v in model.loss_curve_])
+    assert curves[0] == curves[1] == [np.float32, np.float64]
 
 
 def test_lbfgs_after_stochastic_drops_stochastic_attributes():

@@ -278,6 +278,7 @@ class BaseMLP(BaseEstimator):
                 raise ValueError("early_stopping=True needs validation_fraction > 0; got 0.")
         backend = resolve_backend(X, backend=self.backend, device=self.device)
         X, y = self._validate_fit_data(X, y, reset=first_pass)
+        target_dtypes = (_numpy_dtype(y), None if sample_weight is None else _numpy_dtype(sample_weight))
         sample_weight = check_sample_weight(sample_weight, X, xp=_namespace_of(X))
         # Only now, with every input checked, may the label encoding change.
         Y, y_host = self._encode_target(y, incremental)
@@ -288,6 +289,7 @@ class BaseMLP(BaseEstimator):
         elif n_outputs != self.n_outputs_:
             raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
         self._move_state_to(backend)
+        loss_dtype = self._loss_dtype(host_dtype(self._theta.dtype), *target_dtypes)
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
         self._publish_labels()
         data = self._training_data(X, Y, sample_weight)
@@ -297,9 +299,9 @@ class BaseMLP(BaseEstimator):
             with self._compute_settings(rows, work=data.n_samples * self._arch.layout.n_params * passes):
                 try:
                     if self.solver in _STOCHASTIC_SOLVERS:
-                        self._fit_stochastic(data, y_host, incremental, trained=not first_pass)
+                        self._fit_stochastic(data, y_host, incremental, not first_pass, loss_dtype)
                     else:
-                        self._fit_lbfgs(data)
+                        self._fit_lbfgs(data, loss_dtype)
                 finally:
                     # Here, not in the loops: by now the model holds what it keeps (the last
                     # finite, last completed or best weights) and its attributes match them.
@@ -464,7 +466,15 @@ class BaseMLP(BaseEstimator):
         return lambda theta, X, Y, sw: loss_and_grad(theta, X, Y, sw, arch, alpha, xp=xp, finish=False,
                                                      workspace=workspace)
 
-    def _fit_lbfgs(self, data: TrainingData):
+    def _loss_dtype(self, model_dtype, y_dtype, weights_dtype) -> np.dtype:
+        """The dtype of ``loss_``, ``loss_curve_`` and ``best_loss_``, as scikit-learn's.
+
+        float64 for the classifier: scikit-learn's log loss of its boolean
+        one-hot targets comes out in float64 whatever X's dtype.
+        """
+        return np.dtype(np.float64)
+
+    def _fit_lbfgs(self, data: TrainingData, loss_dtype: np.dtype):
         xp, theta_before = self._backend.xp, self._theta
         if data.batch_to_device is None:
             objective = self._objective()
@@ -479,7 +489,8 @@ class BaseMLP(BaseEstimator):
                 self._theta, full_batch,
                 xp=xp, to_device=lambda a: to_device(a, self._backend),
                 max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, verbose=self.verbose,
-                callbacks=self.callbacks, estimator=self, publish=self._publish_iterate,
+                callbacks=self.callbacks, estimator=self,
+                publish=lambda theta, n_iter, loss: self._publish_iterate(theta, n_iter, loss_dtype.type(loss)),
             )
         except Exception:
             # A callback's error (Ctrl-C is handled inside): the model is the one before the
@@ -489,7 +500,7 @@ class BaseMLP(BaseEstimator):
                 self.__dict__.pop(name, None)
             self.__dict__.update(before)
             raise
-        self.loss_ = np.float64(loss)
+        self.loss_ = loss_dtype.type(loss)
         if not np.isfinite(self.loss_):
             # Finite weights whose predictions overflow (say, the exp output of the
             # Poisson loss on unscaled data) are no model either.
@@ -515,7 +526,7 @@ class BaseMLP(BaseEstimator):
                                        for _, _, shape in _layer_spans(self._arch.layout, kind))
         return optimizer
 
-    def _fit_stochastic(self, data: TrainingData, y_host, incremental, trained):
+    def _fit_stochastic(self, data: TrainingData, y_host, incremental, trained, loss_dtype: np.dtype):
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
         previous = self._history
@@ -525,6 +536,7 @@ class BaseMLP(BaseEstimator):
             self._history = History(early_stopping=self.early_stopping)
             if previous is not None:
                 self._history.t, self._history.loss_curve = previous.t, previous.loss_curve
+        self._history.loss_dtype = loss_dtype  # this call's: the curve of a partial_fit sequence may mix them
         train, validation_score = data, None
         if self.early_stopping:
             train, validation_score = self._split_for_early_stopping(data, y_host)
@@ -549,10 +561,10 @@ class BaseMLP(BaseEstimator):
         a converted copy cached for predictions on another backend no longer holds."""
         self._theta, self._predict_cache = theta, None
 
-    def _publish_iterate(self, theta, n_iter: int, loss: float):
+    def _publish_iterate(self, theta, n_iter: int, loss):
         """An L-BFGS iterate as the model, for the callbacks of that iteration."""
         self._adopt_parameters(theta)
-        self.n_iter_, self.loss_ = n_iter, np.float64(loss)
+        self.n_iter_, self.loss_ = n_iter, loss
 
     def _publish_history(self):
         h = self._history
@@ -865,6 +877,18 @@ def _version_of(theta):
 
 def _namespace_of(X):
     return input_namespace(X if is_device_array(X) else None)[0]
+
+
+def _numpy_dtype(a) -> np.dtype:
+    """NumPy's dtype for what scikit-learn makes of ``a`` (an array of any library, a number
+    or a list): the dtype its arithmetic promotes with. float64 where no other is known."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None:
+        return np.asarray(a).dtype if np.isscalar(a) else np.dtype(np.float64)
+    try:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])  # torch.float32, array_api_strict.float32
+    except TypeError:
+        return np.dtype(np.float64)
 
 
 def _model_dtype(X_dtype, backend: Backend):

@@ -97,6 +97,20 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _output_activation(self) -> str:
         return "exp" if self.loss == "poisson" else "identity"
 
+    def _loss_dtype(self, model_dtype, y_dtype, weights_dtype):
+        """scikit-learn's: its loss promotes the predictions (the model's dtype) with y as
+        given and with the weights (float32 kept, anything else made float64), NumPy's
+        way. So a float32 model fit on float32 y has float32 losses, and integer y or
+        float64 weights give float64."""
+        dtypes = [model_dtype, y_dtype]
+        if weights_dtype is not None:
+            dtypes.append(np.float32 if weights_dtype == np.float32 else np.float64)
+        try:
+            promoted = np.result_type(*dtypes)
+        except TypeError:
+            promoted = np.dtype(np.float64)
+        return np.dtype(np.float32 if promoted == np.float32 else np.float64)
+
     # ------------------------------------------------------------------ targets
 
     def _validate_device_target(self, y, n_samples, *, xp):

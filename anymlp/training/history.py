@@ -28,6 +28,7 @@ class History:
     best_validation_score: float | None = None
     no_improvement_count: int = 0
     best_theta: Any = None
+    loss_dtype: np.dtype = np.dtype(np.float64)  # scikit-learn's type for the loss values
 
     def __post_init__(self):
         if self.early_stopping:
@@ -51,7 +52,9 @@ class History:
             del self.validation_scores[n_scores:]
 
     def record_loss(self, loss: float, n_samples: int) -> None:
-        loss = np.float64(loss)  # scikit-learn's type for loss_, loss_curve_ and best_loss_
+        # loss_curve_ and best_loss_ hold these values, and their tol comparison rounds in
+        # this dtype, as scikit-learn's does
+        loss = self.loss_dtype.type(loss)
         self.n_iter += 1
         self.t += n_samples
         self.loss = loss
