@@ -1066,3 +1066,24 @@ def test_parameters_are_validated_when_scikit_learn_validates_them(library):
         assert _raises_invalid_parameter(lambda: fitted.set_params(callbacks="progress").partial_fit(X, y))
     with sklearn.config_context(skip_parameter_validation=True):
         assert not _raises_invalid_parameter(lambda: make(**bad).fit(X, y))
+
+
+def test_no_improvement_rounds_like_scikit_learn_in_float32():
+    """Two equal float32 losses with tol=1e-8: ``best - tol`` rounds back to best in float32,
+    so scikit-learn counts an improvement; in float64 it would count none. Its own
+    ``_update_no_improvement_count`` on the same losses is the oracle."""
+    from anymlp.training import History
+
+    counts = []
+    for dtype in (np.float32, np.float64):
+        history = History(early_stopping=False, loss_dtype=np.dtype(dtype))
+        ref = sk.MLPRegressor(tol=1e-8, early_stopping=False, verbose=False)
+        ref.loss_curve_, ref.best_loss_, ref._no_improvement_count = [], np.inf, 0
+        for _ in range(2):
+            history.record_loss(1.0, 10)
+            history.update_no_improvement(1e-8, None, None, None)
+            ref.loss_curve_.append(dtype(1.0))
+            ref._update_no_improvement_count(False, None, None, None)
+        assert history.no_improvement_count == ref._no_improvement_count
+        counts.append(history.no_improvement_count)
+    assert counts == [0, 1]
