@@ -80,7 +80,7 @@ class ProgressPrinter:
         self.records.append(dict(record))
         if self._bar is not None:
             self._bar.set_postfix_str(_postfix(record), refresh=False)
-            self._close_bar()
+            self._close_bar()  # (full: every batch of the epoch has reported)
         elif self._out is not None:
             try:
                 print(format_epoch(record, self._max_epochs), file=self._out, flush=True)
@@ -88,6 +88,10 @@ class ProgressPrinter:
                 self._out = None
 
     def on_fit_end(self, estimator) -> None:
+        # An epoch still open was cut short (Ctrl-C, an error): its bar stays where the
+        # batches stopped, and says so.
+        if self._bar is not None:
+            self._bar.set_postfix_str("interrupted", refresh=False)
         self._close_bar()
 
     # -- helpers ------------------------------------------------------------
@@ -108,7 +112,6 @@ class ProgressPrinter:
     def _close_bar(self) -> None:
         bar, self._bar = getattr(self, "_bar", None), None
         if bar is not None:
-            bar.n = bar.total if bar.total else bar.n  # L-BFGS reports no batches
             bar.close()
 
     _FIT_STATE = ("_out", "_tqdm", "_bar", "_max_epochs", "_n_batches")

@@ -467,6 +467,33 @@ def test_progress_bar_when_asked():
     assert "3/3" in text and "loss=0.12346, val=0.9000" in text
 
 
+
+def test_an_interrupted_epochs_bar_stops_where_its_batches_did():
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    printer = ProgressPrinter(stream, bar=True)
+    printer.on_fit_begin(None, max_epochs=3, n_batches=10)
+    printer.on_epoch_begin(None, epoch=1)
+    for batch in range(1, 5):
+        printer.on_batch_end(None, batch=batch, n_batches=10)
+    printer.on_fit_end(None)  # Ctrl-C in batch 5
+    last = stream.getvalue().replace("\r", "\n").splitlines()[-1]
+    assert "4/10" in last and "interrupted" in last and "10/10" not in last
+
+
+def test_an_lbfgs_iterations_bar_is_full():
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    model = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=2, random_state=0,
+                          callbacks=[ProgressPrinter(stream, bar=True)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: two iterations
+        model.fit(X[:100], y[:100])
+    assert "epoch 2/2" in stream.getvalue() and "1/1" in stream.getvalue() and "interrupted" not in stream.getvalue()
+
 def test_progress_printer_pickles_without_its_stream():
     printer = ProgressPrinter(io.StringIO())
     _drive(printer, epochs=1)
