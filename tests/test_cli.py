@@ -494,6 +494,22 @@ def test_an_lbfgs_iterations_bar_is_full():
         model.fit(X[:100], y[:100])
     assert "epoch 2/2" in stream.getvalue() and "1/1" in stream.getvalue() and "interrupted" not in stream.getvalue()
 
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_epoch_records_hold_python_floats_for_a_float32_regressor(solver):
+    """loss_ is NumPy float32 there, as scikit-learn's; a record stays JSON-ready."""
+    from anymlp import MLPRegressor
+
+    rng = np.random.RandomState(0)
+    printer = ProgressPrinter(io.StringIO())
+    model = MLPRegressor(hidden_layer_sizes=(3,), solver=solver, max_iter=2, random_state=0, callbacks=[printer])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: two epochs
+        model.fit(rng.rand(40, 3).astype(np.float32), rng.rand(40).astype(np.float32))
+    assert type(model.loss_) is np.float32
+    assert all(type(r["loss"]) is float for r in printer.records)
+    json.dumps(printer.records)
+
 def test_progress_printer_pickles_without_its_stream():
     printer = ProgressPrinter(io.StringIO())
     _drive(printer, epochs=1)

@@ -305,7 +305,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             if callbacks and publish is not None:
                 publish()  # the estimator's n_iter_, loss_curve_, ... as a callback reads them
             notify(callbacks, "on_epoch_end", estimator, {
-                "epoch": history.n_iter, "loss": history.loss, "validation_score": score,
+                "epoch": history.n_iter, "loss": float(history.loss), "validation_score": score,
                 "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else math.inf,
             })
             diverged = not (math.isfinite(history.loss) and end.theta_finite)
