@@ -70,6 +70,48 @@ def test_refit_on_device_X_forgets_feature_names_like_sklearn():
     assert not hasattr(clf, "feature_names_in_")
 
 
+
+@pytest.mark.parametrize("call", ["predict", "warm fit", "partial_fit"])
+def test_device_X_after_a_named_fit_warns_like_sklearn(call):
+    """scikit-learn warns for any nameless X (a torch tensor too) given to a model fitted with
+    column names, and a warm fit or partial_fit keeps the names."""
+    pd = pytest.importorskip("pandas")
+    X, y = _data()
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    caught = []
+    for model, convert in ((SkMLPClassifier, np.asarray), (MLPClassifier, xps.asarray)):
+        est = _quiet_fit(model(hidden_layer_sizes=(4,), max_iter=2, random_state=0, warm_start=True), frame, y)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if call == "predict":
+                est.predict(convert(X))
+            elif call == "warm fit":
+                est.fit(convert(X), convert(y))
+            else:
+                est.partial_fit(convert(X), convert(y))
+        caught.append([str(w.message) for w in seen if "feature names" in str(w.message)])
+        assert list(est.feature_names_in_) == ["a", "b", "c"]
+    assert caught[0] == caught[1] and len(caught[1]) == 1
+
+
+@pytest.mark.parametrize("what", ["X", "y", "sample_weight"])
+def test_assume_finite_skips_the_device_checks_as_in_scikit_learn(what):
+    import sklearn
+
+    X, y = _data()
+    X, yf, w = X.copy(), y.astype(float), np.ones(len(y))
+    {"X": X, "y": yf, "sample_weight": w}[what][0] = np.nan
+    model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    args = (xps.asarray(X), xps.asarray(yf))
+    with pytest.raises(ValueError, match=f"Input {what} contains NaN"):
+        model.fit(*args, sample_weight=xps.asarray(w))
+    with sklearn.config_context(assume_finite=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the NaN's RuntimeWarnings, the divergence
+        try:
+            model.fit(*args, sample_weight=xps.asarray(w))
+        except ValueError as err:  # no finite epoch: the NaN got in, unchecked
+            assert "contains NaN" not in str(err)
+
 def test_bool_device_X_is_read_as_numbers_like_numpy_bool_X():
     # scikit-learn reads a boolean X as 0.0/1.0; a device bool X must be read the same.
     X, y = _data()

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import sklearn
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _check_feature_names, _check_sample_weight, validate_data
 
 from anymlp._backend import (
     backend_name, device_of, float_dtype, input_namespace, is_device_array, is_sparse_tensor, to_host,
@@ -140,10 +140,11 @@ def check_device_X(X, *, xp, estimator, reset: bool, what="X"):
         raise ValueError(f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
     X = _as_float(X, xp=xp, what=what)
     check_finite(X, xp=xp, what=what)
+    # scikit-learn's own step: a tensor has no column names, so a fit forgets those of an
+    # earlier fit, and a model fitted with names warns as it does for any nameless X.
+    _check_feature_names(estimator, X, reset=reset)
     if reset:
         estimator.n_features_in_ = n_features
-        if hasattr(estimator, "feature_names_in_"):
-            del estimator.feature_names_in_
     elif n_features != estimator.n_features_in_:
         raise ValueError(
             f"X has {n_features} features, but {type(estimator).__name__} is expecting "
@@ -170,8 +171,12 @@ def check_finite(a, *, xp, what):
     ``isfinite`` over all of X is a temporary as large as X (torch builds it
     from ``abs`` and two comparisons: 1.7x the size of X), so first the sum,
     which is finite whenever every value is, unless it overflows; only a
-    non-finite sum leads to the exact check, block by block.
+    non-finite sum leads to the exact check, block by block. Skipped under
+    scikit-learn's ``assume_finite``, as its own check is: on a GPU that
+    saves the host a wait for the device at every call.
     """
+    if sklearn.get_config()["assume_finite"]:
+        return
     if is_sparse_tensor(a):
         a = a.coalesce().values() if a.layout is sys.modules["torch"].sparse_coo else a.values()
     with np.errstate(over="ignore", invalid="ignore"):  # NumPy-backed namespaces warn on overflow
