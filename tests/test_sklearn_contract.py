@@ -1087,3 +1087,70 @@ def test_no_improvement_rounds_like_scikit_learn_in_float32():
         assert history.no_improvement_count == ref._no_improvement_count
         counts.append(history.no_improvement_count)
     assert counts == [0, 1]
+
+
+def _edited_then_continued(cls, edit, continue_with):
+    X, y = load_digits(return_X_y=True)
+    X = X[:300] / 16
+    rng = np.random.RandomState(0)
+    model = cls(hidden_layer_sizes=(10,), solver="sgd", learning_rate="invscaling", max_iter=4, random_state=0,
+                warm_start=True)
+    _quiet_fit(model, X, y[:300])
+    edit(model)
+    noisy = X + rng.normal(scale=1.0, size=X.shape)
+    if continue_with == "partial_fit":
+        model.partial_fit(noisy, y[:300])
+    else:
+        _quiet_fit(model.set_params(max_iter=30), noisy, y[:300])
+    return model
+
+
+@pytest.mark.parametrize("continue_with", ["warm fit", "partial_fit"])
+@pytest.mark.parametrize("edit", ["best_loss_", "loss_curve_", "t_", "_no_improvement_count"])
+def test_edited_state_attributes_steer_the_continuation_as_in_scikit_learn(edit, continue_with):
+    """scikit-learn's fitted attributes are its training state: a warm fit or partial_fit goes
+    on from whatever the user set them to (t_ drives the invscaling rate)."""
+    change = {"best_loss_": lambda m: setattr(m, "best_loss_", np.inf),
+              "loss_curve_": lambda m: setattr(m, "loss_curve_", []),
+              "t_": lambda m: setattr(m, "t_", 0),
+              "_no_improvement_count": lambda m: setattr(m, "_no_improvement_count", 9)}[edit]
+    ours, ref = (_edited_then_continued(cls, change, continue_with) for cls in PAIRS["clf"])
+    untouched = _edited_then_continued(anymlp.MLPClassifier, lambda m: None, continue_with)
+    for name in ("n_iter_", "t_", "best_loss_", "_no_improvement_count"):
+        assert getattr(ours, name) == getattr(ref, name), name
+    assert ours.loss_curve_ == pytest.approx(ref.loss_curve_, rel=1e-9)
+    np.testing.assert_allclose(ours.coefs_[0], ref.coefs_[0], rtol=1e-9, atol=1e-12)
+    changed = [getattr(ours, n) != getattr(untouched, n) for n in ("n_iter_", "t_", "best_loss_",
+                                                                   "_no_improvement_count")]
+    changed.append(len(ours.loss_curve_) != len(untouched.loss_curve_))
+    changed.append(not np.array_equal(ours.coefs_[0], untouched.coefs_[0]))
+    assert any(changed), "the edit must make a difference for this test to mean anything"
+
+
+def test_a_failed_refit_leaves_fresh_records_as_scikit_learn():
+    """A new fit that fails at the early-stopping split has already reset the weights: its
+    records are those of a fresh model too, not the previous fit's."""
+    X, y = load_digits(return_X_y=True)
+    models = []
+    for cls in PAIRS["clf"]:
+        model = _quiet_fit(cls(hidden_layer_sizes=(5,), max_iter=3, random_state=0, early_stopping=True), X, y)
+        with pytest.raises(ValueError):
+            model.fit(X[:8], y[:8])
+        models.append(model)
+    for name in ("n_iter_", "t_", "loss_curve_", "validation_scores_", "best_validation_score_", "best_loss_",
+                 "_no_improvement_count"):
+        assert getattr(models[0], name) == getattr(models[1], name), name
+    assert models[0].loss_ == pytest.approx(models[1].loss_)
+
+
+@pytest.mark.parametrize("call", ["fit", "partial_fit"])
+def test_continuing_on_another_number_of_outputs_is_refused_and_changes_nothing(call):
+    """scikit-learn broadcasts the one-output y against the two-output network and trains on."""
+    rng = np.random.RandomState(0)
+    X = rng.rand(50, 3)
+    model = _quiet_fit(anymlp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=3, warm_start=True, random_state=0),
+                       X, rng.rand(50, 2))
+    before = pickle.dumps(model)
+    with pytest.raises(ValueError, match="y has 1 outputs, but the model was fit with 2"):
+        getattr(model, call)(X, rng.rand(50))
+    assert pickle.dumps(model) == before

@@ -82,6 +82,13 @@ PREDICT_CHUNK_BYTES = 64 * 2**20
 # Fitted attributes only the sgd/adam loop records (an L-BFGS fit drops them).
 _STOCHASTIC_RECORDS = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
+# The fitted attributes that are the sgd/adam loop's state, with their History fields. As in
+# scikit-learn, a warm fit or partial_fit goes on from them: a user who sets best_loss_ =
+# np.inf, clears loss_curve_ or sets t_ (which drives the invscaling rate) changes what follows.
+_STATE_ATTRIBUTES = {"t_": "t", "loss_curve_": "loss_curve", "best_loss_": "best_loss",
+                     "validation_scores_": "validation_scores", "best_validation_score_": "best_validation_score",
+                     "_no_improvement_count": "no_improvement_count"}
+
 # Pickles record the format; loading refuses formats this version cannot read.
 _PICKLE_FORMAT = 1
 
@@ -282,12 +289,12 @@ class BaseMLP(BaseEstimator):
         sample_weight = check_sample_weight(sample_weight, X, xp=_namespace_of(X))
         # Only now, with every input checked, may the label encoding change.
         Y, y_host = self._encode_target(y, incremental)
-        self._random_state = check_random_state(self.random_state)
         n_outputs = Y.shape[1]
+        if not first_pass and n_outputs != self.n_outputs_:
+            raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
+        self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(X.shape[1], hidden, n_outputs, _model_dtype(X.dtype, backend), backend)
-        elif n_outputs != self.n_outputs_:
-            raise ValueError(f"y has {n_outputs} outputs, but the model was fit with {self.n_outputs_}.")
         self._move_state_to(backend)
         loss_dtype = self._loss_dtype(host_dtype(self._theta.dtype), *target_dtypes)
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
@@ -530,6 +537,10 @@ class BaseMLP(BaseEstimator):
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
         previous = self._history
+        if trained and previous is not None:
+            for attribute, field in _STATE_ATTRIBUTES.items():
+                if attribute in self.__dict__:
+                    setattr(previous, field, self.__dict__[attribute])
         if previous is None or previous.early_stopping != self.early_stopping:
             # A stochastic warm start after L-BFGS starts its own bookkeeping; with early
             # stopping switched on or off, the curve and the sample count go on.
@@ -537,6 +548,7 @@ class BaseMLP(BaseEstimator):
             if previous is not None:
                 self._history.t, self._history.loss_curve = previous.t, previous.loss_curve
         self._history.loss_dtype = loss_dtype  # this call's: the curve of a partial_fit sequence may mix them
+        self._publish_history()  # a new fit's fresh records, even if the split below fails
         train, validation_score = data, None
         if self.early_stopping:
             train, validation_score = self._split_for_early_stopping(data, y_host)
@@ -568,12 +580,11 @@ class BaseMLP(BaseEstimator):
 
     def _publish_history(self):
         h = self._history
-        self.n_iter_, self.t_, self.loss_ = h.n_iter, h.t, h.loss
-        self.loss_curve_ = h.loss_curve
-        self.best_loss_ = h.best_loss
-        self.validation_scores_ = h.validation_scores
-        self.best_validation_score_ = h.best_validation_score
-        self._no_improvement_count = h.no_improvement_count
+        self.n_iter_ = h.n_iter
+        if h.loss is not None:  # (scikit-learn's loss_ stays until an epoch ends)
+            self.loss_ = h.loss
+        for attribute, field in _STATE_ATTRIBUTES.items():
+            setattr(self, attribute, getattr(h, field))
 
     @contextlib.contextmanager
     def _compute_settings(self, rows: int, work: float):
