@@ -23,3 +23,15 @@ __all__ = [
     "get_config",
     "set_config",
 ]
+
+_SUBMODULES = ("cli", "datasets", "plotting", "progress", "testing")
+
+
+def __getattr__(name):
+    """``anymlp.datasets.load_mnist()`` after a bare ``import anymlp``; the helpers load on first use
+    (matplotlib stays unloaded until a plot is asked for)."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"anymlp.{name}")
+    raise AttributeError(f"module 'anymlp' has no attribute {name!r}")

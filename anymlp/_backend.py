@@ -55,7 +55,14 @@ def _config_stack():
     return _config.stack
 
 
-_UNSET = object()
+class _Unset:
+    """The default of set_config's and config_context's arguments: "leave this setting as it is"."""
+
+    def __repr__(self):
+        return "<unchanged>"  # what help(set_config) shows
+
+
+_UNSET = _Unset()
 _ENV = {
     "backend": "ANYMLP_BACKEND",
     "device": "ANYMLP_DEVICE",
@@ -149,7 +156,8 @@ def _checked(**settings) -> dict:
 
 def set_config(backend=_UNSET, device=_UNSET, fit_memory_budget=_UNSET, kernels=_UNSET,
                flush_denormals=_UNSET) -> None:
-    """Set global defaults; arguments left out keep their value, None resets one.
+    """Set global defaults; arguments left out keep their value. None clears a setting,
+    ``ANYMLP_*`` environment variable included: "no setting" (follow the input, no limit).
 
     ``backend``/``device`` choose where estimators compute NumPy input (an
     estimator's own parameters win over them); ``fit_memory_budget`` (bytes)

@@ -62,8 +62,12 @@ scikit-learn's bundled 8x8 digits.
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``anymlp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        parser = build_parser()  # (imports scikit-learn: a second or so)
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("anymlp: interrupted", file=sys.stderr)
+        return 130
     if args.command is None:
         parser.print_help()
         return 2
@@ -97,6 +101,11 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else args
         return super().parse_known_args(_normalize_option_names(args), namespace)
+
+    def error(self, message):
+        """One line, not the whole usage (train's is some twenty lines); exit status 2, as for
+        any command-line usage error."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _estimator_class():
@@ -189,10 +198,9 @@ def _add_estimator_options(parser, estimator_class):
         if _is_flag(spec):
             group.add_argument(*flags, nargs="?", const=True, metavar="BOOL",
                                type=_converter(name, spec), **kwargs)
-            if "boolean" in spec:
-                group.add_argument(f"--no-{name.replace('_', '-')}", action="store_const",
-                                   const=False, dest=f"param:{name}", default=argparse.SUPPRESS,
-                                   help=argparse.SUPPRESS)
+            group.add_argument(f"--no-{name.replace('_', '-')}", action="store_const",  # --no-shuffle, --no-verbose
+                               const=False, dest=f"param:{name}", default=argparse.SUPPRESS,
+                               help=argparse.SUPPRESS)
         else:
             group.add_argument(*flags, metavar=_metavar(name, spec),
                                type=_converter(name, spec), **kwargs)
@@ -262,12 +270,22 @@ def _converter(name, spec):
                     return value
         if not spec:  # nothing to go by (e.g. device="cuda:1"): none, else the string
             return None if _parse_none_or(text) else text
-        expected = " or ".join(str(check) for check in checks if not getattr(check, "hidden", False))
+        expected = " or ".join(_in_words(raw, check) for raw, check in zip(spec, checks)
+                               if not getattr(check, "hidden", False))
         word = "choice" if all(_is_str_options(c) or c is None for c in spec) else "value"
         raise argparse.ArgumentTypeError(f"invalid {word}: {text!r} (expected {expected})")
 
     convert.__name__ = name  # argparse names the converter in some messages
     return convert
+
+
+def _in_words(raw, check) -> str:
+    """A constraint as a command line user reads it: what to type, not Python types."""
+    if raw == "boolean":
+        return "true or false (yes/no, 1/0)"
+    if raw == "random_state":
+        return "a seed from 0 to 4294967295, or none"
+    return str(check)
 
 
 def _items_fit(raw, value, spec, checks) -> bool:
@@ -426,7 +444,7 @@ def _run_train(args, out) -> int:
     try:
         X_train, y_train, X_test, y_test, dataset = _load_data(args, out)
     except MNISTNotFoundError as exc:
-        print(f"anymlp train: {str(exc).replace('or pass path=.', 'or pass --data FILE.')}", file=sys.stderr)
+        print(f"anymlp train: error: {str(exc).replace('or pass path=.', 'or pass --data FILE.')}", file=sys.stderr)
         return 1
     if args.limit:
         X_train, y_train = X_train[: args.limit], y_train[: args.limit]
@@ -448,6 +466,13 @@ def _run_train(args, out) -> int:
             f"up to {estimator.max_iter} epochs")
     with contextlib.redirect_stdout(out):  # the estimator's verbose lines too
         seconds, interrupted = _fit(estimator, X_train, y_train, say, quiet=args.quiet)
+    if interrupted and not getattr(estimator, "n_iter_", 0):
+        # Its initial weights: nothing worth evaluating, and saving it could replace a good model.
+        say("interrupted before the first epoch completed: nothing evaluated or saved (exit status 130)")
+        return 130
+    if interrupted:
+        say("interrupted: the model is the one of the last completed epoch "
+            "(evaluated and saved as asked; exit status 130)")
     accuracy = float(np.mean(_host(estimator.predict(X_test)) == y_test))
     estimator.set_params(callbacks=user_callbacks or None)  # streams do not pickle
 
@@ -569,9 +594,9 @@ def _load_data(args, out):
         except MNISTNotFoundError:
             if choice == "mnist":
                 raise
-            if not args.quiet:
-                print("notice: MNIST not found (--dataset mnist says where it looked); "
-                      "using scikit-learn's 8x8 digits instead", file=out, flush=True)
+            # Said even with --quiet (on stderr then): the accuracy printed is not MNIST's.
+            print("notice: MNIST not found (--dataset mnist says where it looked); "
+                  "using scikit-learn's 8x8 digits instead", file=sys.stderr if args.quiet else out, flush=True)
     data = load_digits_split(dtype=dtype)
     return (*data, {"name": "digits (8x8)", "image_shape": (8, 8)})
 
@@ -596,8 +621,6 @@ def _fit(estimator, X, y, say, quiet=False) -> tuple[float, bool]:
                     "(more with --epochs N)")
         elif str(w.message).startswith("Training interrupted by user"):
             interrupted = True
-            say("interrupted: the model is the one of the last completed epoch "
-                "(evaluated and saved as asked; exit status 130)")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return seconds, interrupted

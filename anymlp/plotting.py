@@ -141,9 +141,11 @@ def plot_first_layer_weights(estimator, image_shape=None, *, max_images=64, fig=
     axes = fig.subplots(rows, cols, squeeze=False)
     vmin, vmax = 0.5 * weights.min(), 0.5 * weights.max()
     for index, ax in enumerate(axes.ravel()):
+        if index >= n_images:  # the grid's last row may be short: fig.axes is the drawn units
+            fig.delaxes(ax)
+            continue
         ax.set_axis_off()
-        if index < n_images:
-            ax.imshow(weights[:, index].reshape(image_shape), cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.imshow(weights[:, index].reshape(image_shape), cmap=cmap, vmin=vmin, vmax=vmax)
     fig.suptitle(f"First-layer weights ({n_images} of {n_hidden} hidden units)")
     return fig
 

@@ -128,8 +128,17 @@ def test_invalid_values_fail_cleanly(capsys, options, pattern):
         main(["train", *options])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: anymlp train")
+    assert err.startswith("anymlp train: error: ") and err.endswith(" (see anymlp train --help)\n")
+    assert err.count("\n") == 1, "one line, not the usage"
     assert re.search(pattern, err), err
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochz", "2"], ["train", "extra"], ["fly"]])
+def test_unknown_options_and_commands_fail_in_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "error:" in err, err
 
 
 def test_callbacks_option_imports_and_instantiates(parser):
@@ -374,12 +383,56 @@ def test_train_missing_mnist_points_at_the_option(tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_quiet_fallback_to_digits_prints_no_notice(tmp_path, monkeypatch, capsys):
+def test_quiet_fallback_to_digits_says_so_on_stderr(tmp_path, monkeypatch, capsys):
+    """The results on stdout stay the only lines there; the accuracy is not MNIST's, and stderr says so."""
     monkeypatch.delenv("ANYMLP_DATA", raising=False)
     monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path))
     assert main(["train", "--no-download", "--epochs", "1", "--hidden", "8", "--limit", "300", "-q"]) == 0
-    assert not any(line.startswith("notice") for line in capsys.readouterr().out.splitlines())
+    captured = capsys.readouterr()
+    assert not any(line.startswith("notice") for line in captured.out.splitlines())
+    assert captured.err.startswith("notice: MNIST not found")
 
+
+class StopInEpoch1:
+    """Ctrl-C in the first epoch (imported by --callbacks)."""
+
+    def on_epoch_begin(self, estimator, *, epoch):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_interrupted_before_any_epoch_saves_nothing(tmp_path, capsys, solver):
+    """The model would be its initial weights: the file already there is kept."""
+    model = tmp_path / "m.joblib"
+    model.write_bytes(b"a good model")
+    rc = main(["train", "--dataset", "digits", "--epochs", "3", "--hidden", "8", "--solver", solver,
+               "--callbacks", "tests.test_cli:StopInEpoch1", "--save", str(model), "--report", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert rc == 130 and "interrupted before the first epoch completed: nothing evaluated or saved" in out
+    assert "test accuracy" not in out and model.read_bytes() == b"a good model" and not (tmp_path / "r").exists()
+
+
+
+def test_ctrl_c_while_importing_exits_130_without_a_traceback():
+    """`python -m anymlp` interrupted while NumPy and scikit-learn load (the first second or so)."""
+    code = ("import runpy, sys, types\n"
+            "class Importing(types.ModuleType):\n"
+            "    def __getattr__(self, name):\n"
+            "        raise KeyboardInterrupt\n"
+            "sys.modules['anymlp.cli'] = Importing('anymlp.cli')\n"
+            "runpy.run_module('anymlp', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", code, "train"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 130 and run.stderr == "anymlp: interrupted\n", run.stderr
+
+
+def test_ctrl_c_while_building_the_parser_exits_130(monkeypatch, capsys):
+    import anymlp.cli as cli
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["train"]) == 130 and capsys.readouterr().err == "anymlp: interrupted\n"
 
 # ---------------------------------------------------------------------------
 # anymlp info

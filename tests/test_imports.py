@@ -54,3 +54,23 @@ def test_math_layer_does_not_import_scikit_learn_or_scipy():
     for sub in ("kernels", "nn", "optim"):
         for path in (PACKAGE / sub).rglob("*.py"):
             assert not _imported_roots(path) & {"sklearn", "scipy"}, path
+
+
+def test_the_helper_modules_are_attributes_of_a_bare_import():
+    """README writes ``anymlp.datasets.load_mnist()`` and ``anymlp.plotting``: they load on first use."""
+    code = ("import sys, anymlp\n"
+            "assert 'matplotlib' not in sys.modules\n"
+            "print(anymlp.datasets.load_mnist.__name__, anymlp.plotting.plot_learning_curves.__name__,\n"
+            "      anymlp.progress.ProgressPrinter.__name__, hasattr(anymlp, 'no_such_thing'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["load_mnist", "plot_learning_curves", "ProgressPrinter", "False"]
+
+
+def test_the_config_functions_show_their_defaults_in_words():
+    import inspect
+
+    import anymlp
+
+    for function in (anymlp.set_config, anymlp.config_context):
+        assert "object at 0x" not in str(inspect.signature(function))
+        assert "backend=<unchanged>" in str(inspect.signature(function))

@@ -74,6 +74,7 @@ def test_first_layer_weights_shape_and_limit(fitted):
     fig = plot_first_layer_weights(fitted, image_shape=(4, 16), max_images=5)
     images = [im for ax in fig.axes for im in ax.get_images()]
     assert len(images) == 5 and images[0].get_array().shape == (4, 16)
+    assert len(fig.axes) == 5  # one Axes per drawn unit, as the docstring says: no empty cells
     with pytest.raises(ValueError, match="does not hold 64 features"):
         plot_first_layer_weights(fitted, image_shape=(5, 5))
 

@@ -1140,7 +1140,29 @@ def test_a_failed_refit_leaves_fresh_records_as_scikit_learn():
     for name in ("n_iter_", "t_", "loss_curve_", "validation_scores_", "best_validation_score_", "best_loss_",
                  "_no_improvement_count"):
         assert getattr(models[0], name) == getattr(models[1], name), name
-    assert models[0].loss_ == pytest.approx(models[1].loss_)
+    # scikit-learn keeps the previous fit's loss_ beside the new weights; the new network has none yet
+    assert hasattr(models[1], "loss_") and not hasattr(models[0], "loss_")
+
+
+class _RaiseOnEpochEnd:
+    def on_epoch_end(self, estimator, record):
+        raise RuntimeError("callback failed")
+
+
+def test_a_new_lbfgs_fit_stopped_by_a_callback_holds_no_earlier_loss():
+    X, y = load_digits(return_X_y=True)
+    model = _quiet_fit(anymlp.MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=10, random_state=0),
+                       X, y)
+    model.set_params(callbacks=[_RaiseOnEpochEnd()])
+    with pytest.raises(RuntimeError, match="callback failed"):
+        model.fit(X, y)
+    fresh = anymlp.MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=1, random_state=0,
+                                 callbacks=[_RaiseOnEpochEnd()])
+    with pytest.raises(RuntimeError):
+        fresh.fit(X, y)
+    for stopped in (model, fresh):  # the new network's initial weights, and nothing said of a loss
+        assert stopped.n_iter_ == 0 and not hasattr(stopped, "loss_")
+        np.testing.assert_array_equal(stopped.coefs_[0], fresh.coefs_[0])
 
 
 @pytest.mark.parametrize("call", ["fit", "partial_fit"])

@@ -428,6 +428,7 @@ class BaseMLP(BaseEstimator):
             # A first fit that never improves restores its initial weights, as scikit-learn does.
             self._history.best_theta = backend.xp.asarray(self._theta, copy=True)
         self.__dict__.pop("_optimizer", None)
+        self.__dict__.pop("loss_", None)  # a new network has no loss yet (an earlier fit's would mislead)
         self.n_iter_, self.t_ = 0, 0
 
     def _move_state_to(self, backend: Backend):

@@ -29,7 +29,8 @@ class Callback:
 
     A hook that raises stops the fit, and its exception propagates: ``sgd``/``adam``
     leave the model of the last completed epoch (the best one with early stopping),
-    L-BFGS the model from before the fit. A KeyboardInterrupt raised there is
+    L-BFGS the model from before the fit (a new fit's initial weights, no ``loss_``).
+    A KeyboardInterrupt raised there is
     Ctrl-C: the last completed epoch (L-BFGS: iteration) is kept, with a warning.
     """
 
