@@ -549,6 +549,8 @@ def _save_model(estimator, path: Path) -> None:
         os.replace(partial, path)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:  # something in the model would not pickle
         raise ValueError(f"could not save the model to {path}: {exc}") from exc
+    except OSError as exc:  # the disk, not the model; named by the user's path, not the temporary one
+        raise OSError(f"could not save the model to {path}: {exc.strerror or exc}") from exc
     finally:
         estimator.set_params(callbacks=callbacks)
         partial.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 from typing import TextIO
 
@@ -99,7 +100,7 @@ class ProgressPrinter:
         if self.bar is not None:
             return self.bar
         isatty = getattr(self._out, "isatty", None)
-        return bool(isatty and isatty()) and self._tqdm_class() is not None
+        return bool(isatty and isatty()) and _has_width(self._out) and self._tqdm_class() is not None
 
     @staticmethod
     def _tqdm_class():
@@ -131,6 +132,15 @@ class ProgressPrinter:
             setattr(twin, name, copy.deepcopy(value, memo))
         twin.stream = self.stream
         return twin
+
+
+def _has_width(stream) -> bool:
+    """A terminal that reports its width: one reporting 0 columns (``script`` without a size, some
+    CI runners) gets blank bars from tqdm, and with them no loss at all."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _postfix(record) -> str:

@@ -309,6 +309,22 @@ def test_a_failed_save_keeps_the_model_saved_there_before(monkeypatch, tmp_path,
     assert model.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.joblib"]
 
 
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_save_failing_on_disk_names_the_users_path(monkeypatch, tmp_path, capsys):
+    import errno
+
+    import joblib
+
+    def full_disk(value, filename, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(joblib, "dump", full_disk)
+    model = tmp_path / "m.joblib"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "-q", "--save", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"anymlp train: error: could not save the model to {model}: No space left on device\n"
+
 class LogToOpenFile:
     """A callback holding an open file, which does not pickle (imported by --callbacks)."""
 
@@ -562,6 +578,21 @@ def test_epoch_records_hold_python_floats_for_a_float32_regressor(solver):
     assert type(model.loss_) is np.float32
     assert all(type(r["loss"]) is float for r in printer.records)
     json.dumps(printer.records)
+
+
+@pytest.mark.parametrize("columns", [0, 80])
+def test_a_terminal_without_a_width_gets_plain_lines(columns):
+    """A pseudo-terminal reporting 0 columns (``script`` without a size) would get blank bars."""
+    pytest.importorskip("tqdm")
+    pty, fcntl, termios, struct = (pytest.importorskip(m) for m in ("pty", "fcntl", "termios", "struct"))
+    main_fd, side_fd = pty.openpty()
+    fcntl.ioctl(side_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    with os.fdopen(side_fd, "w") as terminal:
+        printer = ProgressPrinter(terminal)
+        printer.on_fit_begin(None, max_epochs=1, n_batches=3)
+        assert (printer._tqdm is not None) == (columns > 0)
+        printer.on_fit_end(None)
+    os.close(main_fd)
 
 def test_progress_printer_pickles_without_its_stream():
     printer = ProgressPrinter(io.StringIO())
