@@ -62,12 +62,8 @@ scikit-learn's bundled 8x8 digits.
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``anymlp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    try:
-        parser = build_parser()  # (imports scikit-learn: a second or so)
-        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    except KeyboardInterrupt:
-        print("anymlp: interrupted", file=sys.stderr)
-        return 130
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.command is None:
         parser.print_help()
         return 2

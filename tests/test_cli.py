@@ -429,27 +429,6 @@ def test_interrupted_before_any_epoch_saves_nothing(tmp_path, capsys, solver):
 
 
 
-def test_ctrl_c_while_importing_exits_130_without_a_traceback():
-    """`python -m anymlp` interrupted while NumPy and scikit-learn load (the first second or so)."""
-    code = ("import runpy, sys, types\n"
-            "class Importing(types.ModuleType):\n"
-            "    def __getattr__(self, name):\n"
-            "        raise KeyboardInterrupt\n"
-            "sys.modules['anymlp.cli'] = Importing('anymlp.cli')\n"
-            "runpy.run_module('anymlp', run_name='__main__')\n")
-    run = subprocess.run([sys.executable, "-c", code, "train"], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 130 and run.stderr == "anymlp: interrupted\n", run.stderr
-
-
-def test_ctrl_c_while_building_the_parser_exits_130(monkeypatch, capsys):
-    import anymlp.cli as cli
-
-    def interrupted(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli, "build_parser", interrupted)
-    assert main(["train"]) == 130 and capsys.readouterr().err == "anymlp: interrupted\n"
-
 # ---------------------------------------------------------------------------
 # anymlp info
 

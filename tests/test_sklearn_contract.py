@@ -290,7 +290,7 @@ _LOSS_WEIGHTS = {"none": None, "float32": np.float32, "float64": np.float64, "sc
 @pytest.mark.parametrize("X_dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_the_loss_has_scikit_learns_dtype(solver, X_dtype, target, weights):
-    """loss_, loss_curve_ and best_loss_ are float32 exactly when scikit-learn's are (a float32
+    """First fits: loss_, loss_curve_ and best_loss_ are float32 exactly when scikit-learn's are (a float32
     model, float32 targets and weights), so the tol comparison rounds as scikit-learn's."""
     rng = np.random.RandomState(0)
     X, y = rng.rand(60, 4).astype(X_dtype), _LOSS_TARGETS[target](rng)
@@ -1176,3 +1176,56 @@ def test_continuing_on_another_number_of_outputs_is_refused_and_changes_nothing(
     with pytest.raises(ValueError, match="y has 1 outputs, but the model was fit with 2"):
         getattr(model, call)(X, rng.rand(50))
     assert pickle.dumps(model) == before
+
+
+def test_a_warm_fit_failing_at_the_split_changes_no_record_as_in_scikit_learn():
+    """Early stopping switched on for a warm fit whose validation share is too small: the
+    records stay those of the fit before, as scikit-learn's do (and a later fit goes on)."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 4)
+    y = X @ rng.randn(4)
+    models = []
+    for cls in PAIRS["reg"]:
+        model = _quiet_fit(cls(hidden_layer_sizes=(5,), max_iter=4, random_state=0, warm_start=True), X, y)
+        model.set_params(early_stopping=True, validation_fraction=0.01)
+        with pytest.raises(ValueError, match="validation set is too small"):
+            model.fit(X, y)
+        models.append(model)
+    for name in ("n_iter_", "t_", "best_loss_", "validation_scores_", "best_validation_score_", "loss_curve_"):
+        assert getattr(models[0], name) == getattr(models[1], name), name
+    _quiet_fit(models[0].set_params(validation_fraction=0.2), X, y)
+    assert len(models[0].validation_scores_) == models[0].n_iter_ > 0
+
+
+@pytest.mark.parametrize("edit", ["tuple", "array"])
+def test_state_lists_given_as_other_sequences_are_taken_as_lists(edit):
+    """scikit-learn fails on the first append; the loop here appends to, and rolls back, a list."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 4)
+    y = X @ rng.randn(4)
+    model = _quiet_fit(anymlp.MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, random_state=0), X, y)
+    earlier = list(model.loss_curve_)
+    model.loss_curve_ = tuple(earlier) if edit == "tuple" else np.asarray(earlier)
+    model.partial_fit(X, y)
+    assert isinstance(model.loss_curve_, list) and model.loss_curve_[:3] == earlier and len(model.loss_curve_) == 4
+    assert model.n_iter_ == 1
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("call", ["warm fit", "partial_fit"])
+def test_a_float32_model_given_float64_X_reports_float64_losses_as_scikit_learn(solver, call):
+    """scikit-learn's predictions take X's dtype where it is wider than the model's."""
+    if call == "partial_fit" and solver == "lbfgs":
+        pytest.skip("no partial_fit for lbfgs")
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(60, 4), rng.rand(60).astype(np.float32)
+    types = []
+    for cls in PAIRS["reg"]:
+        model = _quiet_fit(cls(hidden_layer_sizes=(3,), solver=solver, max_iter=2, random_state=0, warm_start=True),
+                           X.astype(np.float32), y)
+        if call == "partial_fit":
+            model.partial_fit(X, y)
+        else:
+            _quiet_fit(model, X, y)
+        types.append((type(model.loss_), [type(v) for v in getattr(model, "loss_curve_", [])]))
+    assert types[0] == types[1] and types[0][0] is np.float64

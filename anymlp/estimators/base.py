@@ -296,7 +296,8 @@ class BaseMLP(BaseEstimator):
         if first_pass:
             self._initialize(X.shape[1], hidden, n_outputs, _model_dtype(X.dtype, backend), backend)
         self._move_state_to(backend)
-        loss_dtype = self._loss_dtype(host_dtype(self._theta.dtype), *target_dtypes)
+        # (scikit-learn's predictions have X's dtype where it is wider than the model's)
+        loss_dtype = self._loss_dtype(np.result_type(host_dtype(self._theta.dtype), _numpy_dtype(X)), *target_dtypes)
         self._output_namespace = input_namespace(X if is_device_array(X) else None)
         self._publish_labels()
         data = self._training_data(X, Y, sample_weight)
@@ -537,22 +538,14 @@ class BaseMLP(BaseEstimator):
     def _fit_stochastic(self, data: TrainingData, y_host, incremental, trained, loss_dtype: np.dtype):
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
-        previous = self._history
-        if trained and previous is not None:
-            for attribute, field in _STATE_ATTRIBUTES.items():
-                if attribute in self.__dict__:
-                    setattr(previous, field, self.__dict__[attribute])
-        if previous is None or previous.early_stopping != self.early_stopping:
-            # A stochastic warm start after L-BFGS starts its own bookkeeping; with early
-            # stopping switched on or off, the curve and the sample count go on.
-            self._history = History(early_stopping=self.early_stopping)
-            if previous is not None:
-                self._history.t, self._history.loss_curve = previous.t, previous.loss_curve
-        self._history.loss_dtype = loss_dtype  # this call's: the curve of a partial_fit sequence may mix them
-        self._publish_history()  # a new fit's fresh records, even if the split below fails
+        history = self._continued_history(trained)
+        history.loss_dtype = loss_dtype  # this call's: the curve of a partial_fit sequence may mix them
+        if not trained:
+            self._publish_history()  # a new fit's fresh records, even if the split below fails
         train, validation_score = data, None
         if self.early_stopping:
             train, validation_score = self._split_for_early_stopping(data, y_host)
+        self._history = history  # (not before: a warm fit failing at the split changes no record)
         settings = LoopSettings(
             max_iter=self.max_iter, batch_size=self._batch_size(train.n_samples), shuffle=self.shuffle,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
@@ -568,6 +561,25 @@ class BaseMLP(BaseEstimator):
             )
         finally:
             self._publish_history()
+
+    def _continued_history(self, trained) -> History:
+        """The bookkeeping an sgd/adam fit goes on from: the state attributes as they are now
+        (a user may have edited them, as scikit-learn allows); a new History after L-BFGS, or
+        with early stopping switched on or off (the curve and the sample count go on)."""
+        previous = self._history
+        if trained and previous is not None:
+            for attribute, field in _STATE_ATTRIBUTES.items():
+                if attribute in self.__dict__:
+                    value = self.__dict__[attribute]
+                    if field in ("loss_curve", "validation_scores") and not isinstance(value, (list, type(None))):
+                        value = list(value)  # a tuple or an array: the loop appends and rolls back
+                    setattr(previous, field, value)
+        if previous is not None and previous.early_stopping == self.early_stopping:
+            return previous
+        history = History(early_stopping=self.early_stopping)
+        if previous is not None:
+            history.t, history.loss_curve = previous.t, previous.loss_curve
+        return history
 
     def _adopt_parameters(self, theta):
         """``theta`` as the model's parameters from now on (what a fit cut short keeps, say):
