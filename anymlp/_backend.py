@@ -275,11 +275,32 @@ def backend_name(xp) -> str:
     return getattr(xp, "__name__", "unknown")
 
 
+def loaded_torch():
+    """The torch module if it is imported and ready, else None, without importing it.
+
+    Not ``sys.modules["torch"]`` as such: another thread may be half-way through
+    importing torch (a first ``backend="torch"`` fit in a thread pool, ~1-2 s), and
+    ``sys.modules["torch"] = None`` is how a program blocks it. A NumPy-only fit or
+    predict must work through both; no tensor can exist before torch is ready.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch
+
+
+def is_tensor(x) -> bool:
+    """A torch tensor (any device or layout); never imports torch, never fails on a torch
+    being imported or blocked (unlike array-api-compat's ``is_torch_array``)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, getattr(torch, "Tensor", ()))
+
+
 def is_device_array(x) -> bool:
     """True for arrays of a non-NumPy array-API library (torch, CuPy, strict...)."""
     if x is None or isinstance(x, (np.ndarray, np.generic)):
         return False
-    return hasattr(x, "__array_namespace__") or array_api_compat.is_torch_array(x)
+    return hasattr(x, "__array_namespace__") or is_tensor(x)
 
 
 def input_namespace(*arrays):
@@ -581,9 +602,22 @@ class _OneBlasThread:
             raise
 
     def _restore(self):
+        """Every library back to its saved count, even through Ctrl-C: one left on one thread
+        would stay so for the rest of the process (the next fit saves that 1 as the default)."""
         saved, self._saved = self._saved, []
+        first_error = None
         for lib, threads in saved:
-            lib.set_num_threads(threads)
+            while True:
+                try:
+                    lib.set_num_threads(threads)
+                    break
+                except KeyboardInterrupt as interrupt:  # again: the count may not be set yet
+                    first_error = first_error or interrupt
+                except Exception as error:  # noqa: BLE001 - a library that refuses: the others still go back
+                    first_error = first_error or error
+                    break
+        if first_error is not None:
+            raise first_error
 
     @contextlib.contextmanager
     def __call__(self):
@@ -704,7 +738,7 @@ def squared_norm(w, *, xp):
 
 def is_sparse_tensor(x) -> bool:
     """A torch tensor in a sparse layout (COO, CSR, CSC, BSR, BSC)."""
-    return array_api_compat.is_torch_array(x) and x.layout is not sys.modules["torch"].strided
+    return is_tensor(x) and x.layout is not sys.modules["torch"].strided
 
 
 def sparse_tensor_to_scipy(x):
@@ -723,7 +757,7 @@ def to_host(x) -> np.ndarray:
     """Copy a device array to a NumPy array (a no-op for NumPy). Counted by tests."""
     if x is None or isinstance(x, (np.ndarray, np.generic)):
         return x
-    if array_api_compat.is_torch_array(x):
+    if is_tensor(x):
         x = x.detach().cpu()
         if x.dtype is sys.modules["torch"].bfloat16:
             x = x.float()  # NumPy has no bfloat16; float32 holds each value exactly
@@ -741,7 +775,7 @@ def to_device(x, backend: Backend, dtype=None):
     if x is None:
         return None
     xp, device = backend.xp, backend.device
-    if array_api_compat.is_torch_array(x) and x.requires_grad:
+    if is_tensor(x) and x.requires_grad:
         x = x.detach()  # anymlp computes its own gradients; an autograd graph would only grow
     if is_device_array(x) and backend_name(array_api_compat.array_namespace(x)) != backend.name:
         x = to_host(x)  # between two device libraries: go through the host once

@@ -136,6 +136,28 @@ def test_a_library_that_refuses_the_limit_leaves_the_others_as_they_were(fake_li
     assert fake_limiter._holders == 0
 
 
+
+def test_ctrl_c_while_the_counts_go_back_still_restores_every_library(fake_limiter):
+    """A KeyboardInterrupt from the second library's restore (Ctrl-C landing in threadpoolctl):
+    it still propagates, and no library is left on one thread."""
+    blas, no_setting, eight = fake_limiter._libraries
+    set_eight = eight.set_num_threads
+    interrupts = [KeyboardInterrupt()]
+
+    def interrupted_once(threads):
+        if threads > 1 and interrupts:
+            raise interrupts.pop()
+        set_eight(threads)
+
+    eight.set_num_threads = interrupted_once
+    with pytest.raises(KeyboardInterrupt):
+        with fake_limiter():
+            assert (blas.threads, eight.threads) == (1, 1)
+    assert (blas.threads, no_setting.threads, eight.threads) == (2, None, 8)
+    with fake_limiter():  # and the next fit saves the true defaults
+        pass
+    assert (blas.threads, eight.threads) == (2, 8)
+
 def test_one_blas_thread_nests_and_restores(two_blas_threads):
     from anymlp._backend import one_blas_thread
 

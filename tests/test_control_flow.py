@@ -220,6 +220,59 @@ def test_a_callback_error_leaves_the_last_completed_epoch(solver, hook):
         np.testing.assert_array_equal(a, b)
 
 
+
+class _Checkpoint:
+    def __init__(self):
+        self.saved = {}
+
+    def on_epoch_end(self, estimator, record):
+        import pickle
+
+        self.saved[record["epoch"]] = pickle.dumps(estimator)
+
+
+_SCHEDULES = [dict(learning_rate="invscaling"),
+              dict(learning_rate="adaptive", tol=1e9, n_iter_no_change=1)]  # the rate drops at epoch 3
+
+
+@pytest.mark.parametrize("schedule", _SCHEDULES, ids=["invscaling", "adaptive"])
+def test_a_model_pickled_at_epoch_end_is_that_epochs_model(schedule):
+    """The callbacks run after scikit-learn's epoch-end bookkeeping (the invscaling rate,
+    adaptive's division by 5): resuming from the pickle is resuming from fit(max_iter=k)."""
+    import pickle
+
+    X, y = _separable(300)
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", batch_size=30, random_state=0, **schedule)
+    checkpoint = _Checkpoint()
+    _quiet(MLPClassifier(max_iter=4, callbacks=[checkpoint], **params).fit, X, y)
+    for epoch in (2, 3):
+        resumed = pickle.loads(checkpoint.saved[epoch]).set_params(callbacks=None)
+        fitted = _quiet(MLPClassifier(max_iter=epoch, **params).fit, X, y)
+        assert resumed._optimizer.schedule.learning_rate == fitted._optimizer.schedule.learning_rate
+        assert resumed._no_improvement_count == fitted._no_improvement_count
+        resumed.partial_fit(X, y)
+        fitted.partial_fit(X, y)
+        _assert_same_coefs(resumed, fitted, atol=0)
+
+
+def test_a_callback_error_takes_back_the_epochs_rate_change():
+    """Adaptive divides the rate by 5 at epoch 3's end; a callback failing there leaves the
+    model of epoch 2, rate included."""
+    class FailAtEpoch3:
+        def on_epoch_end(self, estimator, record):
+            if record["epoch"] == 3:
+                assert estimator._optimizer.schedule.learning_rate == 0.001 / 5  # (the drop happened)
+                raise RuntimeError("callback failed")
+
+    X, y = _separable(300)
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", batch_size=30, random_state=0, **_SCHEDULES[1])
+    failed = MLPClassifier(max_iter=4, callbacks=[FailAtEpoch3()], **params)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        _quiet(failed.fit, X, y)
+    expected = _quiet(MLPClassifier(max_iter=2, **params).fit, X, y)
+    assert failed.n_iter_ == 2
+    assert failed._optimizer.schedule.learning_rate == expected._optimizer.schedule.learning_rate == 0.001
+
 def test_ctrl_c_under_warnings_as_errors_still_keeps_the_last_completed_epoch():
     """The model is handed over before the warning, which an error filter (pytest -W error)
     turns into an exception."""

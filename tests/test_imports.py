@@ -74,3 +74,33 @@ def test_the_config_functions_show_their_defaults_in_words():
     for function in (anymlp.set_config, anymlp.config_context):
         assert "object at 0x" not in str(inspect.signature(function))
         assert "backend=<unchanged>" in str(inspect.signature(function))
+
+
+def test_numpy_work_goes_on_while_torch_is_half_imported_or_blocked():
+    """Another thread importing torch (a first backend="torch" fit in a pool: 1-2 s) leaves a
+    half-made module in sys.modules; ``sys.modules["torch"] = None`` is how a program blocks
+    it. NumPy fits and predicts must not look into it, and a torch-trained model loads
+    without it. (A torch model used while torch is half-imported waits on the import lock.)"""
+    code = (
+        "import pickle, sys, types, warnings, importlib.machinery\n"
+        "import numpy as np\n"
+        "warnings.simplefilter('ignore')\n"
+        "from anymlp import MLPClassifier\n"
+        "X = np.random.RandomState(0).standard_normal((60, 4)); y = (X[:, 0] > 0).astype(int)\n"
+        "try:\n"
+        "    import torch; backend = 'torch'\n"
+        "except ImportError:\n"
+        "    backend = None\n"
+        "saved = pickle.dumps(MLPClassifier((4,), max_iter=2, random_state=0, backend=backend).fit(X, y))\n"
+        "half = types.ModuleType('torch')\n"
+        "half.__spec__ = importlib.machinery.ModuleSpec('torch', None)\n"
+        "half.__spec__._initializing = True\n"
+        "for torch in (half, None):\n"
+        "    sys.modules['torch'] = torch\n"
+        "    model = MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)\n"
+        "    model.partial_fit(X, y); model.predict_proba(X)\n"
+        "pickle.loads(saved).predict(X)  # (blocked torch: on NumPy, with a warning)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -17,7 +17,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
-from array_api_compat import is_torch_array
 from sklearn import config_context as sklearn_config_context
 from sklearn import get_config as get_sklearn_config
 from sklearn.base import BaseEstimator
@@ -42,6 +41,8 @@ from anymlp._backend import (
     is_device_array,
     is_numpy_namespace,
     is_sparse_tensor,
+    is_tensor,
+    loaded_torch,
     namespace_by_name,
     one_blas_thread,
     resolve_backend,
@@ -246,7 +247,7 @@ class BaseMLP(BaseEstimator):
             self._validate_params()
         with contextlib.ExitStack() as stack:
             stack.enter_context(sklearn_config_context(skip_parameter_validation=True))
-            torch = sys.modules.get("torch")
+            torch = loaded_torch()
             if torch is not None and torch.is_inference_mode_enabled():
                 # The model's own tensors are ordinary ones: inference tensors could not be
                 # changed outside inference mode (partial_fit, coefs_[0][:] = 0). The user's
@@ -959,7 +960,7 @@ def _writable(a):
     ``torch.inference_mode`` (a model fit inside it), which torch refuses to change there."""
     if isinstance(a, np.ndarray):
         return a if a.flags.writeable else a.copy()
-    if is_torch_array(a) and a.is_inference() and not sys.modules["torch"].is_inference_mode_enabled():
+    if is_tensor(a) and a.is_inference() and not sys.modules["torch"].is_inference_mode_enabled():
         return a.clone()  # a clone made outside inference mode is an ordinary tensor
     return a
 

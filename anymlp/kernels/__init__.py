@@ -64,8 +64,8 @@ def fused_for(written, *read):
 def _is_tensor(x) -> bool:
     """``array_api_compat.is_torch_array`` at a quarter of its cost (no torch import: a
     tensor's module is loaded already)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
+    torch = sys.modules.get("torch")  # (None: blocked; no Tensor yet: being imported elsewhere)
+    return torch is not None and isinstance(x, getattr(torch, "Tensor", ()))
 
 
 def affine_kernels_for(a, W, b):

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from array_api_compat import is_torch_array
 
-from anymlp._backend import squared_norm
+from anymlp._backend import is_tensor, squared_norm
 from anymlp.kernels import affine_kernels_for, fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.losses import CANONICAL_OUTPUT, LossTerms, loss_delta_and_column_sums
@@ -64,7 +63,7 @@ class Layout:
 
 def unpack(theta, layout: Layout, *, xp):
     """Views of ``theta`` as the lists ``(coefs, intercepts)``."""
-    if type(theta) is np.ndarray or is_torch_array(theta):
+    if type(theta) is np.ndarray or is_tensor(theta):
         # Twice a batch: array-api-compat's reshape costs 0.5-1.2 us more a call.
         coefs = [theta[a:b].reshape(shape) for a, b, shape in layout.coef_slices]
     else:
@@ -306,7 +305,7 @@ def _library_with_out(theta, delta):
     """
     if type(theta) is np.ndarray:
         return np
-    if is_torch_array(theta) and fused_for(theta, delta) is not None:
+    if is_tensor(theta) and fused_for(theta, delta) is not None:
         import torch  # loaded already: theta is a tensor
 
         return torch

@@ -14,8 +14,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import device, is_torch_array
+from array_api_compat import device
 
+from anymlp._backend import is_tensor
 from anymlp.kernels import fused_for, scalar
 
 
@@ -78,7 +79,7 @@ def weight_decay(theta, n_decayed, alpha, *, xp):
 def _decay_mask(theta, n_decayed, alpha, *, xp):
     """``alpha`` on the first ``n_decayed`` entries and 0 after, like theta, made once per fit setting."""
     key = (xp, theta.shape[0], n_decayed, alpha, theta.dtype, device(theta))
-    if is_torch_array(theta) and sys.modules["torch"].is_inference_mode_enabled():
+    if is_tensor(theta) and sys.modules["torch"].is_inference_mode_enabled():
         return _make_decay_mask(*key)  # an inference tensor, kept, would break a later autograd step
     try:
         return _cached_decay_mask(*key)

@@ -67,6 +67,14 @@ class SGDOptimizer(_StateCheckpoints):
     def velocities(self) -> list:
         return self._per_parameter(self.state.velocity)
 
+    def snapshot(self, copy):
+        """The arrays and the schedule's rate (invscaling and adaptive change it at epoch ends)."""
+        return super().snapshot(copy), self.schedule.learning_rate
+
+    def restore(self, state) -> None:
+        arrays, self.schedule.learning_rate = state
+        super().restore(arrays)
+
     def iteration_ends(self, samples_seen: int) -> None:
         self.schedule.iteration_ends(samples_seen)
 

@@ -30,8 +30,10 @@ class Callback:
     A hook that raises stops the fit, and its exception propagates: ``sgd``/``adam``
     leave the model of the last completed epoch (the best one with early stopping),
     L-BFGS the model from before the fit (a new fit's initial weights, no ``loss_``).
-    A KeyboardInterrupt raised there is
-    Ctrl-C: the last completed epoch (L-BFGS: iteration) is kept, with a warning.
+    A KeyboardInterrupt raised in ``on_epoch_begin``, ``on_batch_end`` or
+    ``on_epoch_end`` is Ctrl-C: the last completed epoch (L-BFGS: iteration) is kept,
+    with a warning. From ``on_fit_begin`` or ``on_fit_end`` it propagates like any
+    error (before any epoch, or after the fit kept what it keeps).
     """
 
     def on_fit_begin(self, estimator: Any, *, max_epochs: int, n_batches: int) -> None:
@@ -44,9 +46,10 @@ class Callback:
         """Called after each batch update, without any value read from the device."""
 
     def on_epoch_end(self, estimator: Any, record: EpochRecord) -> None:
-        """Called after each epoch's bookkeeping; the estimator's ``n_iter_``, ``t_``,
-        ``loss_curve_`` (and, for L-BFGS, its weights) are that epoch's, so a model
-        pickled here is the model of that epoch."""
+        """Called after each epoch's bookkeeping (scikit-learn's too: the invscaling rate,
+        adaptive's division by 5, the stopping rule); the estimator's ``n_iter_``, ``t_``,
+        ``loss_curve_``, optimizer state (and, for L-BFGS, its weights) are that epoch's,
+        so a model pickled here resumes as ``fit(max_iter=epoch)`` would."""
 
     def on_fit_end(self, estimator: Any) -> None:
         """Called once when fitting stops, also after an interruption or an error, with the

@@ -19,11 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
-from array_api_compat import is_torch_array
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches
 
-from anymlp._backend import host_dtype, is_sparse_tensor, to_host
+from anymlp._backend import host_dtype, is_sparse_tensor, is_tensor, to_host
 from anymlp.exceptions import DivergenceWarning, NonFiniteTrainingError, ZeroWeightBatchError
 from anymlp.nn.losses import LossTerms
 from anymlp.training.callbacks import notify
@@ -80,7 +79,7 @@ def take_rows(X, index, *, xp):
             return X[index, ...]  # the trailing ellipsis is what the standard asks for
         # torch's sparse COO has no strided views: a slice becomes its rows' indices.
         index = xp.arange(*index.indices(X.shape[0]), device=X.device)
-    if is_torch_array(X):
+    if is_tensor(X):
         # array-api-compat's take wraps negative indices first: three more launches a
         # gather on a GPU (two gathers a batch), for indices that are never negative here.
         return X.index_select(0, index)
@@ -302,13 +301,19 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
             if history.early_stopping and settings.verbose:
                 print("Validation score: %f" % score)
             seconds = time.perf_counter() - started
+            diverged = not (math.isfinite(history.loss) and end.theta_finite)
+            stop = False
+            if not diverged:
+                # scikit-learn's epoch-end bookkeeping (the invscaling rate, adaptive's division
+                # by 5), done before the callbacks: a model they pickle is that epoch's model.
+                optimizer.iteration_ends(history.t)
+                stop = _should_stop(history, settings, optimizer)
             if callbacks and publish is not None:
                 publish()  # the estimator's n_iter_, loss_curve_, ... as a callback reads them
             notify(callbacks, "on_epoch_end", estimator, {
                 "epoch": history.n_iter, "loss": float(history.loss), "validation_score": score,
                 "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else math.inf,
             })
-            diverged = not (math.isfinite(history.loss) and end.theta_finite)
             if diverged:
                 optimizer.restore(last_state)
                 if not (ever_finite or trained):
@@ -318,8 +323,7 @@ def fit_stochastic(theta, data: TrainingData, objective: Callable, optimizer, hi
                 break
             last_good, last_state, ever_finite = copy(theta), optimizer.snapshot(copy), True
             unfinished = None
-            optimizer.iteration_ends(history.t)
-            if _should_stop(history, settings, optimizer):
+            if stop:
                 break
             if settings.incremental:
                 break
