@@ -104,6 +104,25 @@ def test_array_api_dispatch_tools_take_class_probabilities():
     assert type(MLPClassifier(**params).fit(X, y).classes_) is np.ndarray
 
 
+
+@pytest.mark.skipif(os.environ.get("SCIPY_ARRAY_API") != "1", reason="run by test_sklearn_array_api_checks")
+def test_array_api_dispatch_takes_host_weights_of_any_kind():
+    """Host weights follow X: a list beside torch X (scikit-learn's own move takes arrays only)."""
+    import sklearn
+    import torch
+
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(60, 4)), np.arange(60) % 2
+    weights = [1.0, 2.0] * 30
+    params = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    with warnings.catch_warnings(), sklearn.config_context(array_api_dispatch=True):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        from_list = MLPClassifier(**params).fit(torch.asarray(X), torch.asarray(y), sample_weight=weights)
+        from_array = MLPClassifier(**params).fit(torch.asarray(X), torch.asarray(y), sample_weight=np.array(weights))
+        assert torch.equal(from_list.coefs_[0], from_array.coefs_[0])
+        assert from_list.score(torch.asarray(X), torch.asarray(y), sample_weight=weights) == pytest.approx(
+            from_array.score(torch.asarray(X), torch.asarray(y), sample_weight=np.array(weights)))
+
 def test_sklearn_array_api_checks():
     """scikit-learn's array-API checks (inputs of one namespace and device: array_api_strict's
     CPU and device1, torch float32/float64, results against NumPy's; y and sample_weight of

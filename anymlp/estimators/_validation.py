@@ -230,6 +230,10 @@ def check_sample_weight(sample_weight, X, *, xp=None):
         host_summary = to_host(xp.stack([xp.min(sw), xp.max(sw)]))
         _check_weight_values(*host_summary)
         return sw
+    if isinstance(sample_weight, (list, tuple)):
+        # (under array_api_dispatch scikit-learn moves weights to X's library, and its move
+        # takes arrays only)
+        sample_weight = np.asarray(sample_weight)
     # scikit-learn's own check refuses NaN and inf already, with its messages.
     return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
 
