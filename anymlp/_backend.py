@@ -590,7 +590,8 @@ class _OneBlasThread:
         return self._libraries
 
     def _limit(self):
-        self._saved = []
+        if self._saved:  # a restore that Ctrl-C cut short between two libraries: finish it first
+            self._restore()
         try:
             for lib in self._blas_libraries():
                 threads = lib.get_num_threads()
@@ -603,19 +604,22 @@ class _OneBlasThread:
 
     def _restore(self):
         """Every library back to its saved count, even through Ctrl-C: one left on one thread
-        would stay so for the rest of the process (the next fit saves that 1 as the default)."""
-        saved, self._saved = self._saved, []
+        would stay so for the rest of the process (the next fit saves that 1 as the default).
+        An entry leaves ``_saved`` only once its library is done, so an interrupt between two
+        libraries leaves the rest for the next ``_limit``."""
         first_error = None
-        for lib, threads in saved:
-            while True:
+        while self._saved:
+            lib, threads = self._saved[-1]
+            for _ in range(3):  # a Ctrl-C inside the call may land before the count is set
                 try:
                     lib.set_num_threads(threads)
                     break
-                except KeyboardInterrupt as interrupt:  # again: the count may not be set yet
+                except KeyboardInterrupt as interrupt:
                     first_error = first_error or interrupt
                 except Exception as error:  # noqa: BLE001 - a library that refuses: the others still go back
                     first_error = first_error or error
                     break
+            self._saved.pop()
         if first_error is not None:
             raise first_error
 

@@ -158,6 +158,36 @@ def test_ctrl_c_while_the_counts_go_back_still_restores_every_library(fake_limit
         pass
     assert (blas.threads, eight.threads) == (2, 8)
 
+
+def test_a_library_that_keeps_interrupting_its_restore_does_not_hang_the_limiter(fake_limiter):
+    blas, no_setting, eight = fake_limiter._libraries
+    calls = []
+
+    def always_interrupted(threads):
+        calls.append(threads)
+        if threads > 1:
+            raise KeyboardInterrupt
+
+    eight.set_num_threads = always_interrupted
+    with pytest.raises(KeyboardInterrupt):
+        with fake_limiter():
+            pass
+    assert calls == [1, 8, 8, 8] and blas.threads == 2  # three tries, and the others still go back
+    assert fake_limiter._holders == 0 and not fake_limiter._lock.locked()
+
+
+def test_a_restore_cut_between_two_libraries_is_finished_by_the_next_fit(fake_limiter):
+    blas, no_setting, eight = fake_limiter._libraries
+    with fake_limiter():
+        pass
+    fake_limiter._limit()
+    fake_limiter._saved.pop()  # as if Ctrl-C came after the last library's restore, before blas's
+    eight.set_num_threads(8)
+    assert blas.threads == 1 and fake_limiter._saved == [(blas, 2)]
+    with fake_limiter():
+        assert (blas.threads, eight.threads) == (1, 1)
+    assert (blas.threads, eight.threads) == (2, 8)
+
 def test_one_blas_thread_nests_and_restores(two_blas_threads):
     from anymlp._backend import one_blas_thread
 

@@ -1229,3 +1229,14 @@ def test_a_float32_model_given_float64_X_reports_float64_losses_as_scikit_learn(
             _quiet_fit(model, X, y)
         types.append((type(model.loss_), [type(v) for v in getattr(model, "loss_curve_", [])]))
     assert types[0] == types[1] and types[0][0] is np.float64
+
+
+@pytest.mark.parametrize("weights", [["a", "b"] * 30, [1 + 0j, 2 + 0j] * 30, [[1.0]] * 60])
+def test_list_weights_that_are_not_real_numbers_get_scikit_learns_error(weights):
+    X, y = _binary(60)
+    errors = []
+    for cls in PAIRS["clf"]:
+        with pytest.raises(Exception) as caught:
+            cls(max_iter=1).fit(X, y, sample_weight=weights)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]

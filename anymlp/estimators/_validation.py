@@ -231,11 +231,18 @@ def check_sample_weight(sample_weight, X, *, xp=None):
         _check_weight_values(*host_summary)
         return sw
     if isinstance(sample_weight, (list, tuple)):
-        # (under array_api_dispatch scikit-learn moves weights to X's library, and its move
-        # takes arrays only)
-        sample_weight = np.asarray(sample_weight)
+        # Under array_api_dispatch scikit-learn moves weights to X's library, and its move
+        # takes arrays only. Real numbers only: anything else keeps scikit-learn's own error.
+        as_array = np.asarray(sample_weight) if _plain_numbers(sample_weight) else None
+        if as_array is not None and as_array.dtype.kind in "biuf":
+            sample_weight = as_array
     # scikit-learn's own check refuses NaN and inf already, with its messages.
     return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+
+
+def _plain_numbers(values) -> bool:
+    """A flat list of Python or NumPy real numbers (no strings, no nested or ragged lists)."""
+    return all(isinstance(v, (int, float, np.integer, np.floating)) for v in values)
 
 
 def _check_weight_values(smallest, largest):

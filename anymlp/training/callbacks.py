@@ -49,7 +49,9 @@ class Callback:
         """Called after each epoch's bookkeeping (scikit-learn's too: the invscaling rate,
         adaptive's division by 5, the stopping rule); the estimator's ``n_iter_``, ``t_``,
         ``loss_curve_``, optimizer state (and, for L-BFGS, its weights) are that epoch's,
-        so a model pickled here resumes as ``fit(max_iter=epoch)`` would."""
+        so a model pickled here resumes as ``fit(max_iter=epoch)`` would. Not with early
+        stopping: the pickle holds this epoch's weights, while a fit ending here would end
+        on the best epoch's."""
 
     def on_fit_end(self, estimator: Any) -> None:
         """Called once when fitting stops, also after an interruption or an error, with the
