@@ -62,8 +62,12 @@ scikit-learn's bundled 8x8 digits.
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``anymlp`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        parser = build_parser()  # (loads scikit-learn, 1-2 s, for the estimator's parameters)
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("anymlp: interrupted", file=sys.stderr)
+        return 130
     if args.command is None:
         parser.print_help()
         return 2

@@ -429,6 +429,21 @@ def test_interrupted_before_any_epoch_saves_nothing(tmp_path, capsys, solver):
 
 
 
+
+def test_ctrl_c_while_scikit_learn_loads_exits_130_without_a_traceback():
+    """`python -m anymlp train` interrupted in its first second or two, while scikit-learn
+    loads: that happens inside the CLI's own code (``import anymlp`` leaves it for later)."""
+    code = ("import runpy, sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'sklearn.base':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "sys.argv = ['anymlp', 'train']\n"
+            "runpy.run_module('anymlp', run_name='__main__', alter_sys=True)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 130 and run.stderr == "anymlp: interrupted\n", run.stderr[-2000:]
+
 # ---------------------------------------------------------------------------
 # anymlp info
 
