@@ -230,11 +230,12 @@ def check_sample_weight(sample_weight, X, *, xp=None):
         host_summary = to_host(xp.stack([xp.min(sw), xp.max(sw)]))
         _check_weight_values(*host_summary)
         return sw
-    if isinstance(sample_weight, (list, tuple)):
+    if isinstance(sample_weight, (list, tuple)) and _plain_numbers(sample_weight):
         # Under array_api_dispatch scikit-learn moves weights to X's library, and its move
-        # takes arrays only. Real numbers only: anything else keeps scikit-learn's own error.
-        as_array = np.asarray(sample_weight) if _plain_numbers(sample_weight) else None
-        if as_array is not None and as_array.dtype.kind in "biuf":
+        # takes arrays only. Real numbers only: anything else keeps scikit-learn's own error
+        # (and so do ints too big for int64, which NumPy keeps as objects).
+        as_array = np.asarray(sample_weight)
+        if as_array.dtype.kind in "biuf":
             sample_weight = as_array
     # scikit-learn's own check refuses NaN and inf already, with its messages.
     return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)

@@ -23,12 +23,11 @@ launches per step, equal to the reference to a few units in the last place.
 from __future__ import annotations
 
 import contextlib
-import sys
 import warnings
 
 import numpy as np
 
-from anymlp._backend import fused_kernels_allowed
+from anymlp._backend import fused_kernels_allowed, is_tensor
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _numba_module = None
@@ -56,16 +55,9 @@ def fused_for(written, *read):
             if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
                 return None
         return _numba_kernels() if fused_kernels_allowed() else None
-    if _is_tensor(written) and _same_torch_layout(written, read):
+    if is_tensor(written) and _same_torch_layout(written, read):
         return _torch_kernels() if fused_kernels_allowed() else None
     return None
-
-
-def _is_tensor(x) -> bool:
-    """``array_api_compat.is_torch_array`` at a quarter of its cost (no torch import: a
-    tensor's module is loaded already)."""
-    torch = sys.modules.get("torch")  # (None: blocked; no Tensor yet: being imported elsewhere)
-    return torch is not None and isinstance(x, getattr(torch, "Tensor", ()))
 
 
 def affine_kernels_for(a, W, b):
@@ -75,10 +67,10 @@ def affine_kernels_for(a, W, b):
     them), but one dtype and device with W, and no autograd. NumPy has no
     such kernel, and asking must not load numba.
     """
-    if not _is_tensor(W):
+    if not is_tensor(W):
         return None
     fused = fused_for(W, b)
-    if fused is None or not (_is_tensor(a) and a.dtype == W.dtype and a.device == W.device
+    if fused is None or not (is_tensor(a) and a.dtype == W.dtype and a.device == W.device
                              and not a.requires_grad):
         return None
     return fused
@@ -95,7 +87,7 @@ def _same_torch_layout(written, read) -> bool:
         return False
     dtype, device = written.dtype, written.device
     for a in read:
-        if not (_is_tensor(a) and a.dtype == dtype and a.device == device and a.is_contiguous()) or a.requires_grad:
+        if not (is_tensor(a) and a.dtype == dtype and a.device == device and a.is_contiguous()) or a.requires_grad:
             return False
     return True
 
