@@ -5,6 +5,7 @@ float32 and float64, including zeros, infinities and NaN, and a fit must give
 the same model with the kernels on or off.
 """
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -495,3 +496,106 @@ def test_multiclass_lbfgs_is_bitwise_the_same_with_kernels_on_or_off(dtype, spy)
     for a, b in zip(fused.coefs_ + fused.intercepts_, reference.coefs_ + reference.intercepts_):
         _assert_bitwise(a, b)
     assert fused.loss_ == reference.loss_
+
+
+# ------------------------------------------------- float64 Adam: division by the weight sum
+
+@numba.njit(cache=False)
+def _quotients(numerators, divisor, low, high):
+    reciprocal = numerators.dtype.type(1) / divisor
+    out = np.empty_like(numerators)
+    left = np.empty(numerators.shape, np.bool_)
+    for i in range(numerators.shape[0]):
+        out[i], left[i] = _numba._quotient(numerators[i], divisor, reciprocal, low, high)
+    return out, left
+
+
+@numba.njit(cache=False)
+def _wrong_quotients_in_a_binade(divisor):
+    """How many float32 numerators in [1, 2) ``_quotient`` divides by ``divisor`` otherwise than ``/``."""
+    reciprocal = np.float32(1) / divisor
+    low, high = np.float32(0.5), np.float32(4)
+    wrong = 0
+    for bits in range(0x3F800000, 0x40000000):
+        a = np.uint32(bits).view(np.float32)
+        q, left = _numba._quotient(a, divisor, reciprocal, low, high)
+        wrong += left or q != a / divisor
+    return wrong
+
+
+def test_quotient_is_division_for_every_float32_numerator_of_a_binade():
+    """The multiply-add division against ``/`` exhaustively in float32, where every case fits a test.
+
+    Scaling a numerator or a divisor by a power of two scales the reciprocal and every
+    step exactly (far from overflow and subnormals, which the range excludes), so a
+    binade of numerators covers all numerators for a divisor, and divisors in [1, 2)
+    stand for all. The argument is the same at float64's precision.
+    """
+    one_ulp = np.float32(2.0**-23)
+    divisors = [1.0, 1 + one_ulp, 2 - one_ulp, 2 - 2 * one_ulp, 1.5, 200 / 128, 60000 / 32768, 37 / 32, 3 / 2**1,
+                7 / 4, 1.2345678, 1.9999, 1 + 3 * one_ulp]
+    divisors += list(np.random.default_rng(20).uniform(1, 2, 7))
+    wrong = {float(d): _wrong_quotients_in_a_binade(np.float32(d)) for d in divisors}
+    assert wrong == {d: 0 for d in wrong}
+
+
+def test_quotient_is_division_for_random_float64s():
+    rng = np.random.default_rng(21)
+    n = 400_000
+    numerators = np.ldexp(rng.uniform(1, 2, n) * rng.choice([-1, 1], n), rng.integers(-890, 890, n))
+    divisors = [200.0, 256.0, 37.0, 60000.0, 3.0, 0.3, 1 / 3, np.nextafter(2.0, 0), 2.0**59, 2.0**-59,
+                float(np.sum(rng.random(200)))] + list(np.ldexp(rng.uniform(1, 2, 5), rng.integers(-50, 50, 5)))
+    low, high = _numba.EXACT_RANGE
+    for divisor in divisors:
+        quotients, left = _quotients(numerators, divisor, low, high)
+        assert not left.any()
+        _assert_bitwise(quotients, numerators / divisor)
+
+
+def test_quotient_leaves_what_it_cannot_divide_exactly():
+    """Outside the range the multiply-adds are not proven: those quotients are left for a
+    division. A zero is divided exactly, its sign kept."""
+    low, high = _numba.EXACT_RANGE
+    inside = np.array([0.0, -0.0, low, -low, high, -high, 1.0])
+    outside = np.array([np.nan, np.inf, -np.inf, np.nextafter(low, 0), 5e-324, -2.2e-308,
+                        np.nextafter(high, np.inf), -1e300])
+    quotients, left = _quotients(np.concatenate([inside, outside]), 200.0, low, high)
+    assert not left[: inside.size].any() and left[inside.size:].all()
+    _assert_bitwise(quotients[: inside.size], inside / 200.0)
+
+
+@pytest.mark.parametrize("sw_sum", [200.0, 37.25, 2.0**-61, 2.0**61, 7e300])
+@pytest.mark.parametrize("flush", [False, True])
+def test_float64_adam_divides_through_the_reciprocal_where_it_may(sw_sum, flush, monkeypatch):
+    """The float64 fused Adam step takes the multiply-add division for moderate weight sums,
+    and a division for the rest; both bitwise the reference's step, also on parameters the
+    first pass leaves (subnormal, huge, NaN) and under flush_denormals."""
+    if flush and not _numba.FLUSH_SUPPORTED:
+        pytest.skip("flushing subnormals needs an x86-64 CPU")
+    if not _numba._FMA:
+        pytest.skip("no hardware fused multiply-add: the kernel divides")
+    rng = np.random.default_rng(22)
+    theta, raw = _vector(rng, 900, "float64"), _vector(rng, 900, "float64") * 50
+    raw[6:12] = [5e-324, -1e-310, 3e-280, 1e280, -2.0**-901, 2.0**901]  # left by the first pass
+    theta[12:15] = [1e-305, 5e-324, 1e303]
+    paths = []
+    for name in ("_adam_unscaled_by_reciprocal", "_adam_unscaled_dividing"):
+        original = getattr(_numba, name)
+        monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name: (paths.append(_n), _f(*a))[1])
+
+    def run(theta, raw):
+        state = adam_init(theta, xp=xp)
+        with anymlp.config_context(flush_denormals=flush):
+            from anymlp.kernels import denormals_flushed
+            with (denormals_flushed() if flush else contextlib.nullcontext()):
+                for _ in range(3):
+                    grad = UnscaledGradient(raw.copy(), 600, 1e-4, np.float64(sw_sum), xp)
+                    theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
+                                               beta_2=0.999, epsilon=1e-8, xp=xp)
+        return theta, state.m, state.v
+
+    (fused, _), (reference, _) = _both(run, theta, raw)
+    moderate = 2.0**-60 <= sw_sum <= 2.0**60
+    assert paths == ["_adam_unscaled_by_reciprocal" if moderate else "_adam_unscaled_dividing"] * 3
+    for a, b in zip(fused, reference):
+        _assert_bitwise(a, b)
