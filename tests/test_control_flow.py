@@ -139,13 +139,13 @@ def test_a_minibatch_whose_weights_sum_to_zero_is_named(library):
     assert not any(hasattr(model, name) for name in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_"))
     model = _quiet(MLPRegressor(**params).fit, X, y)
     before = [to_host(a).copy() for a in model.coefs_ + model.intercepts_]
-    state = [to_host(a).copy() for a in model._optimizer.state[1:]]
+    state = [to_host(a).copy() for a in (model._optimizer.state.m, model._optimizer.state.v)]
     history = (model.t_, list(model.loss_curve_))
     with pytest.raises(ZeroDivisionError, match="keeps the parameters of the last complete epoch"):
         _quiet(model.partial_fit, X, y, sample_weight=w)
     for a, b in zip(model.coefs_ + model.intercepts_, before):
         np.testing.assert_array_equal(to_host(a), b)
-    for a, b in zip(model._optimizer.state[1:], state):
+    for a, b in zip((model._optimizer.state.m, model._optimizer.state.v), state):
         np.testing.assert_array_equal(to_host(a), b)
     assert (model.t_, model.loss_curve_) == history
     _quiet(model.partial_fit, X, y)

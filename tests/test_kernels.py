@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
 
 import anymlp
 from anymlp import MLPClassifier, MLPRegressor
@@ -76,7 +77,7 @@ def spy(monkeypatch):
         original = getattr(_numba, name, None)
         if original is None:  # softmax_log_loss under SVML
             continue
-        monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+        monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name, **kw: (calls.append(_n), _f(*a, **kw))[1])
     return calls
 
 
@@ -529,7 +530,8 @@ def test_quotient_is_division_for_every_float32_numerator_of_a_binade():
     Scaling a numerator or a divisor by a power of two scales the reciprocal and every
     step exactly (far from overflow and subnormals, which the range excludes), so a
     binade of numerators covers all numerators for a divisor, and divisors in [1, 2)
-    stand for all. The argument is the same at float64's precision.
+    stand for all. float64 rests on the same argument at 53 bits, and on the random
+    float64s of the next test.
     """
     one_ulp = np.float32(2.0**-23)
     divisors = [1.0, 1 + one_ulp, 2 - one_ulp, 2 - 2 * one_ulp, 1.5, 200 / 128, 60000 / 32768, 37 / 32, 3 / 2**1,
@@ -564,38 +566,120 @@ def test_quotient_leaves_what_it_cannot_divide_exactly():
     _assert_bitwise(quotients[: inside.size], inside / 200.0)
 
 
-@pytest.mark.parametrize("sw_sum", [200.0, 37.25, 2.0**-61, 2.0**61, 7e300])
-@pytest.mark.parametrize("flush", [False, True])
-def test_float64_adam_divides_through_the_reciprocal_where_it_may(sw_sum, flush, monkeypatch):
-    """The float64 fused Adam step takes the multiply-add division for moderate weight sums,
-    and a division for the rest; both bitwise the reference's step, also on parameters the
-    first pass leaves (subnormal, huge, NaN) and under flush_denormals."""
-    if flush and not _numba.FLUSH_SUPPORTED:
-        pytest.skip("flushing subnormals needs an x86-64 CPU")
+def _adam_steps(theta, raw, sw_sum, steps, flush):
+    """``steps`` fused-or-reference Adam steps on the unscaled gradient ``raw``; the arrays
+    and each step's ``divide`` hint."""
+    from anymlp.kernels import denormals_flushed
+
+    state, hints = adam_init(theta, xp=xp), []
+    with anymlp.config_context(flush_denormals=flush), (denormals_flushed() if flush else contextlib.nullcontext()):
+        for _ in range(steps):
+            grad = UnscaledGradient(raw.copy(), 600, 1e-4, np.float64(sw_sum), xp)
+            theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
+                                       beta_2=0.999, epsilon=1e-8, xp=xp)
+            hints.append(state.divide)
+    return (theta, state.m, state.v), hints
+
+
+@pytest.fixture
+def adam_paths(monkeypatch):
+    """The float64 fused Adam kernels each step ran, in order."""
     if not _numba._FMA:
-        pytest.skip("no hardware fused multiply-add: the kernel divides")
-    rng = np.random.default_rng(22)
-    theta, raw = _vector(rng, 900, "float64"), _vector(rng, 900, "float64") * 50
-    raw[6:12] = [5e-324, -1e-310, 3e-280, 1e280, -2.0**-901, 2.0**901]  # left by the first pass
-    theta[12:15] = [1e-305, 5e-324, 1e303]
+        pytest.skip("no hardware fused multiply-add here: the kernel divides")
     paths = []
     for name in ("_adam_unscaled_by_reciprocal", "_adam_unscaled_dividing"):
         original = getattr(_numba, name)
         monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name: (paths.append(_n), _f(*a))[1])
+    return paths
 
-    def run(theta, raw):
-        state = adam_init(theta, xp=xp)
-        with anymlp.config_context(flush_denormals=flush):
-            from anymlp.kernels import denormals_flushed
-            with (denormals_flushed() if flush else contextlib.nullcontext()):
-                for _ in range(3):
-                    grad = UnscaledGradient(raw.copy(), 600, 1e-4, np.float64(sw_sum), xp)
-                    theta, state = adam_update(theta, grad, state, learning_rate=1e-3, beta_1=0.9,
-                                               beta_2=0.999, epsilon=1e-8, xp=xp)
-        return theta, state.m, state.v
 
-    (fused, _), (reference, _) = _both(run, theta, raw)
+def _skip_without_flush(flush):
+    if flush and not _numba.FLUSH_SUPPORTED:
+        pytest.skip("flushing subnormals needs an x86-64 CPU")
+
+
+@pytest.mark.parametrize("sw_sum", [200.0, 37.25, 2.0**-61, 2.0**61, 7e300])
+@pytest.mark.parametrize("flush", [False, True])
+def test_float64_adam_divides_through_the_reciprocal_where_it_may(sw_sum, flush, adam_paths):
+    """Moderate weight sums take the multiply-add division, others a division: both bitwise
+    the reference's steps, also under flush_denormals."""
+    _skip_without_flush(flush)
+    rng = np.random.default_rng(22)
+    theta, raw = _vector(rng, 900, "float64", special=False), _vector(rng, 900, "float64", special=False) * 50
+    raw[:2] = [0.0, -0.0]
+    ((fused, hints), _), ((reference, _), _) = _both(lambda t, r: _adam_steps(t, r, sw_sum, 3, flush), theta, raw)
     moderate = 2.0**-60 <= sw_sum <= 2.0**60
-    assert paths == ["_adam_unscaled_by_reciprocal" if moderate else "_adam_unscaled_dividing"] * 3
+    assert adam_paths == ["_adam_unscaled_by_reciprocal" if moderate else "_adam_unscaled_dividing"] * 3
+    assert hints == [False] * 3
     for a, b in zip(fused, reference):
+        _assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_float64_adam_divides_what_the_multiply_adds_leave_and_then_everything(flush, adam_paths):
+    """Parameters outside the range (subnormal, huge, NaN, inf) are divided after the first
+    pass, to the reference's bits; from then on the optimizer divides from the start."""
+    _skip_without_flush(flush)
+    rng = np.random.default_rng(23)
+    theta, raw = _vector(rng, 900, "float64"), _vector(rng, 900, "float64") * 50
+    raw[6:12] = [5e-324, -1e-310, 3e-280, 1e280, -2.0**-901, 2.0**901]
+    theta[12:15] = [1e-305, 5e-324, 1e303]
+    ((fused, hints), _), ((reference, _), _) = _both(lambda t, r: _adam_steps(t, r, 200.0, 3, flush), theta, raw)
+    assert adam_paths == ["_adam_unscaled_by_reciprocal"] + ["_adam_unscaled_dividing"] * 2
+    assert hints == [True] * 3
+    for a, b in zip(fused, reference):
+        _assert_bitwise(a, b)
+
+
+def test_a_weight_leaving_the_range_in_its_own_step_is_stepped_once(adam_paths):
+    """A weight whose numerator is in range before its step and out of it after, in a step
+    that leaves another quotient: it must not be stepped again with the left ones."""
+    c = tuple(np.float64(x) for x in (0.9, 0.1, 0.999, 0.001, -1e-3, 1e-8))
+    arrays = np.zeros(2), np.array([3.004447895367743e-271, 5e-324]), np.zeros(2), np.zeros(2)
+    fused, reference = [a.copy() for a in arrays], [a.copy() for a in arrays]
+    assert _numba.adam_unscaled(*fused, 1, np.float64(1e-4), np.float64(1.0), *c) is True
+    _numba._adam_unscaled_dividing(*reference, 1, np.float64(1e-4), np.float64(1.0), *c)
+    assert adam_paths[0] == "_adam_unscaled_by_reciprocal"
+    for a, b in zip(fused, reference):
+        _assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("sw_sum", [200, np.int64(200), np.float32(37.25), np.array(37.25)])
+def test_float64_adam_kernel_takes_any_real_weight_sum(sw_sum, adam_paths):
+    """The kernel as a function: a weight sum of another type is taken as float64, as NumPy
+    takes a Python or NumPy scalar beside a float64 array."""
+    c = tuple(np.float64(x) for x in (0.9, 0.1, 0.999, 0.001, -1e-3, 1e-8))
+    rng = np.random.default_rng(24)
+    arrays = rng.standard_normal(50), rng.standard_normal(50), np.zeros(50), np.zeros(50)
+    fused, reference = [a.copy() for a in arrays], [a.copy() for a in arrays]
+    _numba.adam_unscaled(*fused, 40, np.float64(1e-4), sw_sum, *c)
+    _numba._adam_unscaled_dividing(*reference, 40, np.float64(1e-4), np.float64(sw_sum), *c)
+    assert adam_paths[0] == "_adam_unscaled_by_reciprocal"
+    for a, b in zip(fused, reference):
+        _assert_bitwise(a, b)
+
+
+def test_a_long_float64_fit_crossing_the_division_range_is_scikit_learns():
+    """Weights of an always-zero feature (MNIST's border pixels) decay under Adam until their
+    quotients leave the multiply-add range: the fit goes on dividing, to scikit-learn's bits.
+    (They start near the range's end here, rather than after ~12000 steps.)"""
+    from sklearn.neural_network import MLPClassifier as SklearnMLP
+
+    if not _numba._FMA:
+        pytest.skip("no hardware fused multiply-add here: the kernel divides")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 4))
+    X[:, 0] = 0.0
+    y = (X[:, 1] > 0).astype(int)
+    params = dict(hidden_layer_sizes=(3,), solver="adam", max_iter=1, tol=0.0, n_iter_no_change=10**9,
+                  random_state=0, warm_start=True)
+    with anymlp.config_context(kernels="numba"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference, fitted = SklearnMLP(**params).fit(X, y), MLPClassifier(**params).fit(X, y)
+        for model in (reference, fitted):
+            model.coefs_[0][0] = [1e-262, -3e-263, 5e-264]
+            model.set_params(max_iter=400).fit(X, y)
+    assert fitted._optimizer.state.divide
+    assert np.all(np.abs(fitted.coefs_[0][0]) < 2.0**-900 / 1e-4)
+    for a, b in zip(fitted.coefs_ + fitted.intercepts_, reference.coefs_ + reference.intercepts_):
         _assert_bitwise(a, b)

@@ -65,7 +65,10 @@ _RECIPROCAL_RANGE = (2.0**-60, 2.0**60)
 
 
 def _has_fma() -> bool:
-    """Does the CPU fuse multiply-adds in hardware? (Elsewhere llvm.fma is a slow libm call.)"""
+    """Does the CPU numba compiles for fuse multiply-adds in hardware? (Elsewhere llvm.fma
+    is a libm call, twice as slow as dividing.)"""
+    if numba.config.CPU_NAME not in (None, "host") or numba.config.CPU_FEATURES:
+        return False  # a portable target (NUMBA_CPU_NAME=generic, say): not worth asking
     if platform.machine().lower() in ("arm64", "aarch64"):
         return True
     try:
@@ -135,31 +138,37 @@ def adam(theta, grad, m, v, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, 
         _adam_at(theta, m, v, i, grad[i], beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon)
 
 
-def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum, *constants):
+def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum, *constants, divide=False) -> bool:
     """``adam`` on the gradient ``finish_gradient`` would make of ``raw``, in the same pass.
 
     ``theta[i]`` is read for the L2 term before the update writes it, as the
     reference reads the weights before the step. ``constants``: ``beta_1,
-    1 - beta_1, beta_2, 1 - beta_2, -step_size, epsilon``.
+    1 - beta_1, beta_2, 1 - beta_2, -step_size, epsilon``. Returns whether
+    later steps should ``divide``: once quotients leave ``_quotient``'s range,
+    the second pass that divides them costs more than the division it saves,
+    ~3x the step where the weights are subnormal.
     """
-    reciprocal = _reciprocal(theta, sw_sum)
+    reciprocal = None if divide else _reciprocal(theta, sw_sum)
     if reciprocal is None:
         _adam_unscaled_dividing(theta, raw, m, v, n_decayed, alpha, sw_sum, *constants)
-    else:
-        _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, sw_sum, reciprocal, *EXACT_RANGE,
-                                     *constants)
+        return divide
+    return _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, _FLOAT64.type(sw_sum), reciprocal,
+                                        *EXACT_RANGE, *constants)
 
 
 @_jit
 def _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, sw_sum, reciprocal, low, high,
                                  beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
-    """``_adam_unscaled_dividing``, dividing by ``sw_sum`` through ``_quotient``.
+    """``_adam_unscaled_dividing``, dividing by ``sw_sum`` through ``_quotient``; returns
+    whether it left quotients.
 
     Parameters whose quotient it leaves are not written in the first pass
     (the store is masked, so the loop still vectorises) and are updated with
     a division afterwards: each parameter's update depends on its own values
-    only, so the order does not matter.
+    only, so the order does not matter. Which ones were left is recorded, not
+    asked again: a weight updated in the first pass can leave the range then.
     """
+    left_at = np.empty(theta.shape[0], np.bool_)
     any_left = False
     for i in range(n_decayed):  # two loops: a branch on i inside one would stop it vectorising
         g, left = _quotient(raw[i] + alpha * theta[i], sw_sum, reciprocal, low, high)
@@ -167,6 +176,7 @@ def _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, sw_sum, rec
                                          one_minus_beta_2, neg_step, epsilon)
         if not left:
             theta[i], m[i], v[i] = theta_i, m_i, v_i
+        left_at[i] = left
         any_left |= left
     for i in range(n_decayed, theta.shape[0]):
         g, left = _quotient(raw[i], sw_sum, reciprocal, low, high)
@@ -174,13 +184,15 @@ def _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, sw_sum, rec
                                          one_minus_beta_2, neg_step, epsilon)
         if not left:
             theta[i], m[i], v[i] = theta_i, m_i, v_i
+        left_at[i] = left
         any_left |= left
     if any_left:
         for i in range(theta.shape[0]):
-            a = raw[i] + alpha * theta[i] if i < n_decayed else raw[i]
-            if _quotient(a, sw_sum, reciprocal, low, high)[1]:
+            if left_at[i]:
+                a = raw[i] + alpha * theta[i] if i < n_decayed else raw[i]  # theta[i] as it was
                 _adam_at(theta, m, v, i, a / sw_sum, beta_1, one_minus_beta_1, beta_2, one_minus_beta_2,
                          neg_step, epsilon)
+    return any_left
 
 
 @_jit

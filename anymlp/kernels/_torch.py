@@ -72,8 +72,11 @@ def _step_without_bias_correction(device):
 
 
 def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum,
-                  beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
+                  beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon, divide=False):
     """``adam`` on the gradient ``finish_gradient`` makes of ``raw``, which is scratch after.
+
+    (``divide``: the NumPy kernel's hint, see ``anymlp.optim.adam.AdamState``; torch
+    divides by a sample count in its fused kernel and ignores it.)
 
     With the fused kernel and a sample count (no weights), the kernel finishes
     the gradient itself: it divides by ``grad_scale`` and adds ``weight_decay

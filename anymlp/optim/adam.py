@@ -16,6 +16,10 @@ class AdamState(NamedTuple):
     t: int  # steps taken, kept on the host
     m: Any  # first moment, like theta
     v: Any  # second moment, like theta
+    # A fused float64 step met quotients outside its multiply-add division's range (the
+    # decaying weights of a long fit): later steps divide from the start. Speed only: the
+    # bits are the same either way (kernels/_numba.py, "division by the weight sum").
+    divide: bool = False
 
 
 def adam_init(theta, *, xp) -> AdamState:
@@ -44,11 +48,13 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
         fused, finishing = fused_for(theta, grad.raw, m, v), grad.fused_scalars(theta)
         if fused is not None and finishing is not None and hasattr(fused, "adam_unscaled"):
             arrays = [flat(a) for a in (theta, grad.raw, m, v)]
+            divide = state.divide
             if grad.split is not None and finishing[0] == grad.n_decayed and hasattr(fused, "adam_unscaled_split"):
                 fused.adam_unscaled_split(grad.split, *arrays, *finishing, *(scalar(c, theta) for c in constants))
             else:
-                fused.adam_unscaled(*arrays, *finishing, *(scalar(c, theta) for c in constants))
-            return theta, AdamState(t, m, v)
+                divide |= bool(fused.adam_unscaled(*arrays, *finishing, *(scalar(c, theta) for c in constants),
+                                                   divide=divide))
+            return theta, AdamState(t, m, v, divide)
         grad = grad.finish(theta)
     fused = fused_for(theta, grad, m, v)
     if fused is not None:
