@@ -71,7 +71,10 @@ def weight_decay(theta, n_decayed, alpha, *, xp):
     themselves (one more launch and pass on a GPU), and a view-free library
     needs that assignment. A mask that is alpha on the weights and 0 on the
     biases times theta needs neither, in the same bits: alpha * w on the
-    weights, and adding (+-)0 leaves a bias gradient as it was.
+    weights, and adding (+-)0 leaves a bias gradient as it was (a column sum,
+    never -0.0). But for an infinite or NaN bias, whose 0 * b is NaN: its
+    gradient becomes NaN where scikit-learn's stays as it was. Only a diverged
+    fit has one, and the fit goes back to its last finite epoch.
     """
     return _decay_mask(theta, n_decayed, float(alpha), xp=xp) * theta
 
