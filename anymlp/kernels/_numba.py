@@ -156,36 +156,42 @@ def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum, *constants, divide
                                         *EXACT_RANGE, *constants)
 
 
+@_inline
+def _adam_unless_left(theta_i, m_i, v_i, numerator, sw_sum, reciprocal, low, high, constants):
+    """One parameter's ``(theta, m, v, left)``: stepped with ``numerator / sw_sum`` from
+    ``_quotient``, or as it was where the quotient is left."""
+    g, left = _quotient(numerator, sw_sum, reciprocal, low, high)
+    beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon = constants
+    new_theta, new_m, new_v = _adam_values(theta_i, m_i, v_i, g, beta_1, one_minus_beta_1, beta_2,
+                                           one_minus_beta_2, neg_step, epsilon)
+    if left:
+        return theta_i, m_i, v_i, left
+    return new_theta, new_m, new_v, left
+
+
 @_jit
 def _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, sw_sum, reciprocal, low, high,
                                  beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon):
     """``_adam_unscaled_dividing``, dividing by ``sw_sum`` through ``_quotient``; returns
     whether it left quotients.
 
-    Parameters whose quotient it leaves are not written in the first pass
-    (the store is masked, so the loop still vectorises) and are updated with
+    Parameters whose quotient it leaves keep their values in the first pass
+    (a select, so the loop still vectorises) and are updated with
     a division afterwards: each parameter's update depends on its own values
     only, so the order does not matter. Which ones were left is recorded, not
     asked again: a weight updated in the first pass can leave the range then.
     """
     left_at = np.empty(theta.shape[0], np.bool_)
     any_left = False
+    constants = beta_1, one_minus_beta_1, beta_2, one_minus_beta_2, neg_step, epsilon
     for i in range(n_decayed):  # two loops: a branch on i inside one would stop it vectorising
-        g, left = _quotient(raw[i] + alpha * theta[i], sw_sum, reciprocal, low, high)
-        theta_i, m_i, v_i = _adam_values(theta[i], m[i], v[i], g, beta_1, one_minus_beta_1, beta_2,
-                                         one_minus_beta_2, neg_step, epsilon)
-        if not left:
-            theta[i], m[i], v[i] = theta_i, m_i, v_i
-        left_at[i] = left
-        any_left |= left
+        theta[i], m[i], v[i], left_at[i] = _adam_unless_left(theta[i], m[i], v[i], raw[i] + alpha * theta[i],
+                                                             sw_sum, reciprocal, low, high, constants)
+        any_left |= left_at[i]
     for i in range(n_decayed, theta.shape[0]):
-        g, left = _quotient(raw[i], sw_sum, reciprocal, low, high)
-        theta_i, m_i, v_i = _adam_values(theta[i], m[i], v[i], g, beta_1, one_minus_beta_1, beta_2,
-                                         one_minus_beta_2, neg_step, epsilon)
-        if not left:
-            theta[i], m[i], v[i] = theta_i, m_i, v_i
-        left_at[i] = left
-        any_left |= left
+        theta[i], m[i], v[i], left_at[i] = _adam_unless_left(theta[i], m[i], v[i], raw[i],
+                                                             sw_sum, reciprocal, low, high, constants)
+        any_left |= left_at[i]
     if any_left:
         for i in range(theta.shape[0]):
             if left_at[i]:
