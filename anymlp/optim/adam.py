@@ -59,7 +59,7 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
     fused = fused_for(theta, grad, m, v)
     if fused is not None:
         fused.adam(*(flat(a) for a in (theta, grad, m, v)), *(scalar(c, theta) for c in constants))
-        return theta, AdamState(t, m, v)
+        return theta, AdamState(t, m, v, state.divide)
     m *= beta_1
     m += (1 - beta_1) * grad
     v *= beta_2
@@ -69,4 +69,4 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
     step = -step_size * m
     step /= denom
     theta += step
-    return theta, AdamState(t, m, v)
+    return theta, AdamState(t, m, v, state.divide)

@@ -10,7 +10,7 @@ import math
 
 from array_api_compat import array_namespace
 
-from anymlp.optim.adam import AdamState, adam_init, adam_step_size, adam_update
+from anymlp.optim.adam import adam_init, adam_step_size, adam_update
 from anymlp.optim.schedules import LearningRateSchedule
 from anymlp.optim.sgd import SGDState, sgd_init, sgd_update
 
@@ -126,7 +126,7 @@ class AdamOptimizer(_StateCheckpoints):
         return True
 
     def map_arrays(self, fn) -> None:
-        self.state = AdamState(self.state.t, fn(self.state.m), fn(self.state.v))
+        self.state = self.state._replace(m=fn(self.state.m), v=fn(self.state.v))
 
     def __getstate__(self):
         state = self.__dict__.copy()
