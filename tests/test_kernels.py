@@ -71,13 +71,20 @@ def _assert_bitwise(a, b):
 @pytest.fixture
 def spy(monkeypatch):
     """Count calls into the numba module, to prove the fused path ran."""
+    return _record_calls(monkeypatch, ("adam", "sgd", "adam_unscaled", "sgd_unscaled", "finish_gradient",
+                                       "zero_where_zero", "add_bias_relu", "softmax", "softmax_log_loss",
+                                       "zero_where_zero_column_sums"))
+
+
+def _record_calls(monkeypatch, names) -> list:
+    """The names of the numba module's functions ``names`` in the order they are called
+    (those it lacks, such as softmax_log_loss under SVML, are skipped)."""
     calls = []
-    for name in ("adam", "sgd", "adam_unscaled", "sgd_unscaled", "finish_gradient", "zero_where_zero",
-                 "add_bias_relu", "softmax", "softmax_log_loss", "zero_where_zero_column_sums"):
+    for name in names:
         original = getattr(_numba, name, None)
-        if original is None:  # softmax_log_loss under SVML
-            continue
-        monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name, **kw: (calls.append(_n), _f(*a, **kw))[1])
+        if original is not None:
+            monkeypatch.setattr(_numba, name,
+                                lambda *a, _f=original, _n=name, **kw: (calls.append(_n), _f(*a, **kw))[1])
     return calls
 
 
@@ -586,11 +593,11 @@ def adam_paths(monkeypatch):
     """The float64 fused Adam kernels each step ran, in order."""
     if not _numba._FMA:
         pytest.skip("no hardware fused multiply-add here: the kernel divides")
-    paths = []
-    for name in ("_adam_unscaled_by_reciprocal", "_adam_unscaled_dividing"):
-        original = getattr(_numba, name)
-        monkeypatch.setattr(_numba, name, lambda *a, _f=original, _n=name: (paths.append(_n), _f(*a))[1])
-    return paths
+    return _record_calls(monkeypatch, ("_adam_unscaled_by_reciprocal", "_adam_unscaled_dividing"))
+
+
+# beta_1, 1 - beta_1, beta_2, 1 - beta_2, -step_size, epsilon, as the kernels take them
+ADAM_CONSTANTS = tuple(np.float64(x) for x in (0.9, 0.1, 0.999, 0.001, -1e-3, 1e-8))
 
 
 def _skip_without_flush(flush):
@@ -634,11 +641,10 @@ def test_float64_adam_divides_what_the_multiply_adds_leave_and_then_everything(f
 def test_a_weight_leaving_the_range_in_its_own_step_is_stepped_once(adam_paths):
     """A weight whose numerator is in range before its step and out of it after, in a step
     that leaves another quotient: it must not be stepped again with the left ones."""
-    c = tuple(np.float64(x) for x in (0.9, 0.1, 0.999, 0.001, -1e-3, 1e-8))
     arrays = np.zeros(2), np.array([3.004447895367743e-271, 5e-324]), np.zeros(2), np.zeros(2)
     fused, reference = [a.copy() for a in arrays], [a.copy() for a in arrays]
-    assert _numba.adam_unscaled(*fused, 1, np.float64(1e-4), np.float64(1.0), *c) is True
-    _numba._adam_unscaled_dividing(*reference, 1, np.float64(1e-4), np.float64(1.0), *c)
+    assert _numba.adam_unscaled(*fused, 1, np.float64(1e-4), np.float64(1.0), *ADAM_CONSTANTS) is True
+    _numba._adam_unscaled_dividing(*reference, 1, np.float64(1e-4), np.float64(1.0), *ADAM_CONSTANTS)
     assert adam_paths[0] == "_adam_unscaled_by_reciprocal"
     for a, b in zip(fused, reference):
         _assert_bitwise(a, b)
@@ -648,25 +654,23 @@ def test_a_weight_leaving_the_range_in_its_own_step_is_stepped_once(adam_paths):
 def test_float64_adam_kernel_takes_any_real_weight_sum(sw_sum, adam_paths):
     """The kernel as a function: a weight sum of another type is taken as float64, as NumPy
     takes a Python or NumPy scalar beside a float64 array."""
-    c = tuple(np.float64(x) for x in (0.9, 0.1, 0.999, 0.001, -1e-3, 1e-8))
     rng = np.random.default_rng(24)
     arrays = rng.standard_normal(50), rng.standard_normal(50), np.zeros(50), np.zeros(50)
     fused, reference = [a.copy() for a in arrays], [a.copy() for a in arrays]
-    _numba.adam_unscaled(*fused, 40, np.float64(1e-4), sw_sum, *c)
-    _numba._adam_unscaled_dividing(*reference, 40, np.float64(1e-4), np.float64(sw_sum), *c)
+    _numba.adam_unscaled(*fused, 40, np.float64(1e-4), sw_sum, *ADAM_CONSTANTS)
+    _numba._adam_unscaled_dividing(*reference, 40, np.float64(1e-4), np.float64(sw_sum), *ADAM_CONSTANTS)
     assert adam_paths[0] == "_adam_unscaled_by_reciprocal"
     for a, b in zip(fused, reference):
         _assert_bitwise(a, b)
 
 
-def test_a_long_float64_fit_crossing_the_division_range_is_scikit_learns():
+def test_a_long_float64_fit_crossing_the_division_range_is_scikit_learns(adam_paths):
     """Weights of an always-zero feature (MNIST's border pixels) decay under Adam until their
     quotients leave the multiply-add range: the fit goes on dividing, to scikit-learn's bits.
-    (They start near the range's end here, rather than after ~12000 steps.)"""
+    (They start near the range's end here, rather than after ~12000 steps.) The step that
+    crosses is guarded by test_a_weight_leaving_the_range_in_its_own_step_is_stepped_once."""
     from sklearn.neural_network import MLPClassifier as SklearnMLP
 
-    if not _numba._FMA:
-        pytest.skip("no hardware fused multiply-add here: the kernel divides")
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 4))
     X[:, 0] = 0.0
@@ -680,6 +684,29 @@ def test_a_long_float64_fit_crossing_the_division_range_is_scikit_learns():
             model.coefs_[0][0] = [1e-262, -3e-263, 5e-264]
             model.set_params(max_iter=400).fit(X, y)
     assert fitted._optimizer.state.divide
+    crossing = adam_paths.index("_adam_unscaled_dividing")  # the multiply-adds until the crossing, then dividing
+    assert 1 < crossing and set(adam_paths[:crossing]) == {"_adam_unscaled_by_reciprocal"}
+    assert set(adam_paths[crossing:]) == {"_adam_unscaled_dividing"}
     assert np.all(np.abs(fitted.coefs_[0][0]) < 2.0**-900 / 1e-4)
     for a, b in zip(fitted.coefs_ + fitted.intercepts_, reference.coefs_ + reference.intercepts_):
         _assert_bitwise(a, b)
+
+
+def test_the_divide_hint_is_not_pickled():
+    """A state pickles as (t, m, v), as before the hint: a model saved now loads in a version
+    without it (simulated by that version's class), and the hint only chooses a kernel."""
+    import collections
+    import pickle
+
+    import anymlp.optim.adam as adam
+
+    state = adam.AdamState(3, np.zeros(2), np.ones(2), True)
+    loaded = pickle.loads(pickle.dumps(state))
+    assert loaded.t == 3 and not loaded.divide
+    np.testing.assert_array_equal(loaded.v, state.v)
+    without_hint = collections.namedtuple("AdamState", "t m v")
+    without_hint.__module__, without_hint.__qualname__ = adam.__name__, "AdamState"
+    blob = pickle.dumps(state)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(adam, "AdamState", without_hint)
+        assert pickle.loads(blob)._fields == ("t", "m", "v")

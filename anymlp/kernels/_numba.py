@@ -106,8 +106,9 @@ def _fma(typingctx, a, b, c):
 @_inline
 def _quotient(a, divisor, reciprocal, low, high):
     """``(a / divisor, left)`` with ``reciprocal = RN(1 / divisor)``: the quotient correctly
-    rounded where ``a`` is zero or ``low <= |a| <= high``; elsewhere ``left`` is True and
-    the quotient is not to be used."""
+    rounded where ``a`` is zero or ``low <= |a| <= high`` (EXACT_RANGE), for a divisor
+    whose reciprocal is in ``_RECIPROCAL_RANGE`` (``_reciprocal`` checks); elsewhere
+    ``left`` is True and the quotient is not to be used."""
     q = a * reciprocal
     q = _fma(_fma(-q, divisor, a), reciprocal, q)
     q = _fma(_fma(-q, divisor, a), reciprocal, q)

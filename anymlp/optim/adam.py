@@ -21,6 +21,11 @@ class AdamState(NamedTuple):
     # bits are the same either way (kernels/_numba.py, "division by the weight sum").
     divide: bool = False
 
+    def __reduce__(self):
+        # Pickled as (t, m, v), as before the hint: a model saved now loads in a version
+        # without it, and dropping the hint costs one second pass at most.
+        return AdamState, (self.t, self.m, self.v)
+
 
 def adam_init(theta, *, xp) -> AdamState:
     return AdamState(t=0, m=xp.zeros_like(theta), v=xp.zeros_like(theta))
