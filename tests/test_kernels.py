@@ -593,6 +593,7 @@ def adam_paths(monkeypatch):
     """The float64 fused Adam kernels each step ran, in order."""
     if not _numba._FMA:
         pytest.skip("no hardware fused multiply-add here: the kernel divides")
+    monkeypatch.setattr(_numba, "RECIPROCAL_MIN_SIZE", 0)  # the tests' small arrays take it too
     return _record_calls(monkeypatch, ("_adam_unscaled_by_reciprocal", "_adam_unscaled_dividing"))
 
 
@@ -710,3 +711,13 @@ def test_the_divide_hint_is_not_pickled():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(adam, "AdamState", without_hint)
         assert pickle.loads(blob)._fields == ("t", "m", "v")
+
+
+def test_a_small_float64_adam_step_divides(monkeypatch):
+    """Below RECIPROCAL_MIN_SIZE parameters the division is the faster kernel."""
+    paths = _record_calls(monkeypatch, ("_adam_unscaled_by_reciprocal", "_adam_unscaled_dividing"))
+    for n in (_numba.RECIPROCAL_MIN_SIZE - 1, _numba.RECIPROCAL_MIN_SIZE):
+        arrays = np.ones(n), np.ones(n), np.zeros(n), np.zeros(n)
+        _numba.adam_unscaled(*arrays, n // 2, np.float64(1e-4), np.float64(200.0), *ADAM_CONSTANTS)
+    expected = ["_adam_unscaled_dividing"] + (["_adam_unscaled_by_reciprocal"] if _numba._FMA else ["_adam_unscaled_dividing"])
+    assert paths == expected
