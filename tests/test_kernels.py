@@ -541,7 +541,7 @@ def test_quotient_is_division_for_every_float32_numerator_of_a_binade():
     float64s of the next test.
     """
     one_ulp = np.float32(2.0**-23)
-    divisors = [1.0, 1 + one_ulp, 2 - one_ulp, 2 - 2 * one_ulp, 1.5, 200 / 128, 60000 / 32768, 37 / 32, 3 / 2**1,
+    divisors = [1.0, 1 + one_ulp, 2 - one_ulp, 2 - 2 * one_ulp, 1.5, 200 / 128, 60000 / 32768, 37 / 32, 5 / 4,
                 7 / 4, 1.2345678, 1.9999, 1 + 3 * one_ulp]
     divisors += list(np.random.default_rng(20).uniform(1, 2, 7))
     wrong = {float(d): _wrong_quotients_in_a_binade(np.float32(d)) for d in divisors}

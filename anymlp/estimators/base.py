@@ -318,8 +318,7 @@ class BaseMLP(BaseEstimator):
             self._check_finite_params()
         except NonFiniteTrainingError:
             if first_pass:  # nothing worth keeping: the estimator stays unfitted
-                for name in ("_theta", "_optimizer", "_history", "n_iter_", "t_", "loss_", "_no_improvement_count",
-                             *_STOCHASTIC_RECORDS):
+                for name in ("_theta", "_optimizer", "_history", "n_iter_", "loss_", *_STATE_ATTRIBUTES):
                     self.__dict__.pop(name, None)
             raise
         finally:
@@ -940,7 +939,6 @@ def _classes_back_in(classes, library: str, device: str):
         return to_device(classes, resolve_backend(backend=library, device=device))
     except Exception:  # noqa: BLE001 - no such library or device here: NumPy, as scikit-learn keeps them
         return classes
-
 
 
 def _column_to_1d(y):

@@ -51,7 +51,7 @@ _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always
 # second rounds correctly (one already did on every case tested; the second keeps the
 # argument short). The argument needs a, a/b and r far from overflow and from subnormal
 # numbers (a subnormal remainder would also be flushed under flush_denormals=True):
-# EXACT_RANGE bounds |a| and _reciprocal bounds 1/b; quotients outside are left to a
+# EXACT_RANGE bounds |a| and _divisor_and_reciprocal bounds 1/b; quotients outside are left to a
 # division. tests/test_kernels.py compares with division on every float32 numerator of a
 # binade for a set of divisors (other binades differ by exact powers of two) and on random
 # float64s. Measured: Adam over 79,510 float64 parameters 226 -> 174 us a step.
@@ -84,14 +84,15 @@ _FMA = _has_fma()
 _FLOAT64 = np.dtype(np.float64)
 
 
-def _reciprocal(theta, sw_sum):
-    """``1 / sw_sum`` where the update may divide through ``_quotient``, else None."""
+def _divisor_and_reciprocal(theta, sw_sum):
+    """``(sw_sum, 1 / sw_sum)`` as float64 where the update may divide through ``_quotient``,
+    else None."""
     if not _FMA or theta.dtype != _FLOAT64 or theta.shape[0] < RECIPROCAL_MIN_SIZE:
         return None
     divisor = float(sw_sum)
     if not (_RECIPROCAL_RANGE[0] <= abs(divisor) <= _RECIPROCAL_RANGE[1]):  # (NaN too)
         return None
-    return 1.0 / divisor
+    return divisor, 1.0 / divisor
 
 
 @intrinsic
@@ -110,7 +111,7 @@ def _fma(typingctx, a, b, c):
 def _quotient(a, divisor, reciprocal, low, high):
     """``(a / divisor, left)`` with ``reciprocal = RN(1 / divisor)``: the quotient correctly
     rounded where ``a`` is zero or ``low <= |a| <= high`` (EXACT_RANGE), for a divisor
-    whose reciprocal is in ``_RECIPROCAL_RANGE`` (``_reciprocal`` checks); elsewhere
+    whose reciprocal is in ``_RECIPROCAL_RANGE`` (``_divisor_and_reciprocal`` checks); elsewhere
     ``left`` is True and the quotient is not to be used."""
     q = a * reciprocal
     q = _fma(_fma(-q, divisor, a), reciprocal, q)
@@ -152,12 +153,11 @@ def adam_unscaled(theta, raw, m, v, n_decayed, alpha, sw_sum, *constants, divide
     the second pass that divides them costs more than the division it saves,
     ~3x the step where the weights are subnormal.
     """
-    reciprocal = None if divide else _reciprocal(theta, sw_sum)
-    if reciprocal is None:
+    division = None if divide else _divisor_and_reciprocal(theta, sw_sum)
+    if division is None:
         _adam_unscaled_dividing(theta, raw, m, v, n_decayed, alpha, sw_sum, *constants)
         return divide
-    return _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, _FLOAT64.type(sw_sum), reciprocal,
-                                        *EXACT_RANGE, *constants)
+    return _adam_unscaled_by_reciprocal(theta, raw, m, v, n_decayed, alpha, *division, *EXACT_RANGE, *constants)
 
 
 @_inline
