@@ -132,8 +132,16 @@ def _env_boolean(key: str, text: str) -> bool:
 
 
 def fused_kernels_allowed() -> bool:
-    """``get_config()["kernels"] != "array_api"``, asked once per batch."""
-    return setting("kernels") != "array_api"
+    """``get_config()["kernels"] != "array_api"``, asked several times a training step.
+
+    A fit puts its kernels setting in the innermost layer (``_compute_settings``),
+    so that layer answers at once; elsewhere :func:`setting` looks further.
+    """
+    stack = getattr(_config, "stack", None)
+    value = _UNSET if stack is None else stack[-1].get("kernels", _UNSET)
+    if value is _UNSET:
+        return setting("kernels") != "array_api"
+    return value != "array_api"  # (None: "auto")
 
 
 def _checked(**settings) -> dict:

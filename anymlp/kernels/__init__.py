@@ -54,7 +54,7 @@ def fused_for(written, *read):
         for a in read:
             if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
                 return None
-        return _numba_kernels() if fused_kernels_allowed() else None
+        return (_numba_module or _numba_kernels()) if fused_kernels_allowed() else None
     if is_tensor(written) and _same_torch_layout(written, read):
         return _torch_kernels() if fused_kernels_allowed() else None
     return None
@@ -67,7 +67,7 @@ def affine_kernels_for(a, W, b):
     them), but one dtype and device with W, and no autograd. NumPy has no
     such kernel, and asking must not load numba.
     """
-    if not is_tensor(W):
+    if type(W) is np.ndarray or not is_tensor(W):  # (NumPy first: asked twice a layer and step)
         return None
     fused = fused_for(W, b)
     if fused is None or not (is_tensor(a) and a.dtype == W.dtype and a.device == W.device
@@ -161,3 +161,12 @@ def scalar(value, like):
     if isinstance(like, np.ndarray):
         return like.dtype.type(value)
     return value
+
+
+def scalars(values, like) -> tuple:
+    """``tuple(scalar(v, like) for v in values)``, for the optimizers' constants at each step:
+    ~0.15 us a value against ~0.7 through :func:`scalar`."""
+    if isinstance(like, np.ndarray):
+        cast = like.dtype.type
+        return tuple([cast(v) for v in values])
+    return tuple(values)

@@ -350,12 +350,14 @@ def softmax_log_loss(z, y):
     """
     _subtract_row_max(z)
     np.exp(z, out=z)
-    dtype = z.dtype.type
-    eps = np.finfo(z.dtype).eps
+    zero, low, high = _CLIP_BOUNDS[z.dtype]
     sums, delta_sums = np.zeros(z.shape[1], z.dtype), np.zeros(z.shape[1], z.dtype)
-    _normalise_rows_log_loss(z, y, sums, delta_sums, dtype(0), eps, dtype(1) - eps)
+    _normalise_rows_log_loss(z, y, sums, delta_sums, zero, low, high)
     return sums, z, delta_sums
 
+
+# (0, eps, 1 - eps) per dtype: the log loss clips probabilities to [eps, 1 - eps], as scikit-learn.
+_CLIP_BOUNDS = {np.dtype(t): (t(0), np.finfo(t).eps, t(1) - np.finfo(t).eps) for t in (np.float32, np.float64)}
 
 if numba.config.USING_SVML:  # Intel's vectorised log need not round as the C library's: no fused loss
     del softmax_log_loss

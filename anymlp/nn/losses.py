@@ -20,8 +20,7 @@ output the two agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,8 +29,7 @@ from anymlp.kernels import fused_for
 from anymlp.nn.activations import ACTIVATIONS
 
 
-@dataclass(frozen=True, slots=True)
-class LossTerms:
+class LossTerms(NamedTuple):
     """A batch's regularised loss, its parts not yet combined.
 
     ``per_output`` holds the (weighted) sums over samples of the per-element
@@ -40,6 +38,9 @@ class LossTerms:
     samples, or the sum of their weights as a 0-d array. The same works for
     a group of batches on the host, with one more axis at the end of each
     array: ``per_output`` (n_outputs, n_batches), the others (n_batches,).
+
+    Made twice a training step: a named tuple costs ~0.4 us where a frozen
+    dataclass cost ~1.7.
     """
 
     per_output: Any

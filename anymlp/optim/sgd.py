@@ -7,7 +7,7 @@ and its state, and updates them in place.
 
 from typing import Any, NamedTuple
 
-from anymlp.kernels import flat, fused_for, scalar
+from anymlp.kernels import flat, fused_for, scalars
 from anymlp.optim.gradient import UnscaledGradient
 
 
@@ -26,7 +26,7 @@ def sgd_update(theta, grad, state: SGDState, *, learning_rate, momentum, nestero
     finished in the same pass where a fused kernel runs.
     """
     velocity = state.velocity
-    constants = (scalar(learning_rate, theta), scalar(momentum, theta), bool(nesterov))
+    constants = (*scalars((learning_rate, momentum), theta), bool(nesterov))
     if isinstance(grad, UnscaledGradient):
         fused, finishing = fused_for(theta, grad.raw, velocity), grad.fused_scalars(theta)
         if fused is not None and finishing is not None and hasattr(fused, "sgd_unscaled"):

@@ -49,7 +49,9 @@ class TrainingData:
 
     def rows(self, index, *, xp):
         """``(X, Y, sample_weight)`` of the rows ``index``, on the device."""
-        parts = [None if a is None else take_rows(a, index, xp=xp) for a in (self.X, self.Y, self.sample_weight)]
+        weights = self.sample_weight
+        parts = [take_rows(self.X, index, xp=xp), take_rows(self.Y, index, xp=xp),
+                 None if weights is None else take_rows(weights, index, xp=xp)]
         if self.batch_to_device is not None:
             parts = [None if a is None else self.batch_to_device(a) for a in parts]
         return parts
@@ -70,8 +72,10 @@ class LoopSettings:
 
 def take_rows(X, index, *, xp):
     """Rows ``index`` of X: a slice, or an index array on X's device."""
-    if isinstance(X, np.ndarray) and not isinstance(index, slice):
-        return np.take(X, index, axis=0)  # faster than X[index]: ~175 vs ~200 us for 200 MNIST rows
+    if type(X) is np.ndarray and type(index) is np.ndarray:
+        # Faster than X[index] (~175 vs ~200 us for 200 MNIST rows); the method, not
+        # np.take, whose Python wrapper costs ~1.4 us more, twice a step.
+        return X.take(index, axis=0)
     if sp.issparse(X) or isinstance(X, np.ndarray):
         return X[index]
     if isinstance(index, slice):
@@ -117,7 +121,8 @@ def run_epoch(theta, data: TrainingData, order, batch_size, objective, optimizer
         loss, grad = objective(theta, *data.rows(index, xp=xp))
         theta = optimizer.step(theta, grad)
         losses.add(loss, rows.stop - rows.start)
-        notify(callbacks, "on_batch_end", estimator, batch=b + 1, n_batches=len(batches))
+        if callbacks:
+            notify(callbacks, "on_batch_end", estimator, batch=b + 1, n_batches=len(batches))
     return theta, losses
 
 
