@@ -198,6 +198,21 @@ def test_hidden_layer_steps_agree_with_reference(dtype, spy):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_relu_delta_takes_the_kernel_once_and_leaves_the_sums(dtype, spy):
+    """The backward pass's ReLU derivative: one kernel call, the reference's values, and no
+    column sums (torch takes them afterwards, in its own reduction)."""
+    from anymlp.nn.network import _hidden_delta
+
+    rng = np.random.default_rng(4)
+    z = torch.clamp_min(_vector(rng, 600, dtype).reshape(30, 20), 0)
+    delta = _vector(rng, 600, dtype, special=False).reshape(30, 20)
+    (fused, _), (reference, _) = _both(lambda z, d: _hidden_delta("relu", z, d, xp=xt), z, delta)
+    assert fused[1] is None and reference[1] is None
+    _assert_close(fused[0], reference[0], dtype)
+    assert spy == ["zero_where_zero"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k", [2, 7, 16])
 def test_softmax_log_loss_agrees_with_reference(dtype, k, spy):
     """Per-output loss parts, the loss and the delta, with probabilities clipped in both."""
