@@ -721,3 +721,99 @@ def test_a_small_float64_adam_step_divides(monkeypatch):
         _numba.adam_unscaled(*arrays, n // 2, np.float64(1e-4), np.float64(200.0), *ADAM_CONSTANTS)
     expected = ["_adam_unscaled_dividing"] + (["_adam_unscaled_by_reciprocal"] if _numba._FMA else ["_adam_unscaled_dividing"])
     assert paths == expected
+
+
+# --------------------------------------------------------------------- the lean NumPy step
+
+
+def _step_parts(theta, X, Y, sample_weight, arch, alpha, lean):
+    """One stochastic step's loss terms and raw gradient (copied), and whether the lean step ran."""
+    from anymlp.nn import network
+
+    workspace = network.StepWorkspace(arch.layout)
+    with anymlp.config_context(kernels="numba"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(network, "LEAN_STEPS", lean)
+        loss, grad = network.loss_and_grad(theta, X, Y, sample_weight, arch, alpha, xp=xp, finish=False,
+                                           workspace=workspace)
+    ran = workspace._lean is not None and workspace._lean[2] is not None
+    return loss, grad, grad.raw.copy(), ran
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [(5,), (7, 3), (4, 6, 5)])
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+@pytest.mark.parametrize("rows", [17, 1])
+def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, rows):
+    from anymlp.nn.network import Architecture, Layout
+
+    rng = np.random.default_rng(len(hidden) + rows)
+    layout = Layout((6, *hidden, 4))
+    arch = Architecture(layout, "relu", "log_loss")
+    theta = (rng.standard_normal(layout.n_params) * 0.8).astype(dtype)
+    X = (rng.standard_normal((rows, 6)) * 2).astype(dtype)
+    X[0, 1] = -0.0
+    Y = np.eye(4, dtype=dtype)[rng.integers(0, 4, rows)]
+    lean_loss, lean_grad, lean_raw, lean_ran = _step_parts(theta, X, Y, None, arch, alpha, lean=True)
+    loss, grad, raw, ran = _step_parts(theta, X, Y, None, arch, alpha, lean=False)
+    assert lean_ran and not ran
+    _assert_bitwise(lean_raw, raw)
+    _assert_bitwise(lean_loss.per_output, loss.per_output)
+    assert len(lean_loss.penalties) == len(loss.penalties) == (len(hidden) + 1 if alpha else 0)
+    for a, b in zip(lean_loss.penalties, loss.penalties):
+        _assert_bitwise(a, b)
+    assert (lean_loss.scale, lean_loss.sw_sum, lean_loss.alpha) == (loss.scale, loss.sw_sum, loss.alpha)
+    assert lean_grad[1:5] == grad[1:5]  # n_decayed, alpha, sw_sum, xp
+    assert lean_grad.split is not None and grad.split is not None
+    _assert_bitwise(lean_loss.value(xp=xp), loss.value(xp=xp))
+
+
+@pytest.mark.parametrize("case", ["tanh", "one-unit layer", "weights", "binary", "float64 X", "F-ordered Y",
+                                  "array_api"])
+def test_lean_numpy_step_leaves_what_it_does_not_cover_to_the_general_step(case):
+    from anymlp.nn.network import Architecture, Layout
+
+    rng = np.random.default_rng(0)
+    hidden = (1,) if case == "one-unit layer" else (5,)
+    outputs = 1 if case == "binary" else 3
+    layout = Layout((4, *hidden, outputs))
+    arch = Architecture(layout, "tanh" if case == "tanh" else "relu",
+                        "binary_log_loss" if case == "binary" else "log_loss")
+    theta = rng.standard_normal(layout.n_params).astype(np.float32)
+    X = rng.standard_normal((9, 4)).astype(np.float64 if case == "float64 X" else np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)] if outputs == 3 else rng.integers(0, 2, (9, 1)).astype(
+        np.float32)
+    if case == "F-ordered Y":
+        Y = np.asfortranarray(Y)
+    weights = rng.random(9).astype(np.float32) if case == "weights" else None
+    if case == "array_api":
+        from anymlp.nn import network
+
+        workspace = network.StepWorkspace(layout)
+        with anymlp.config_context(kernels="array_api"):
+            assert workspace.lean_step(theta, X, Y, None, arch) is None
+        with anymlp.config_context(kernels="numba"):
+            assert workspace.lean_step(theta, X, Y, None, arch) is not None  # the same workspace, asked again
+        return
+    _, _, _, ran = _step_parts(theta, X, Y, weights, arch, 1e-4, lean=True)
+    assert not ran
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_fit_is_the_same_with_the_lean_step_or_without(solver, monkeypatch):
+    from anymlp.nn import network
+
+    X, y = make_classification(400, 10, n_informative=6, n_classes=4, random_state=1)
+    models, steps = [], []
+    original = network._LeanNumpyStep.__call__
+    monkeypatch.setattr(network._LeanNumpyStep, "__call__",
+                        lambda self, *a: (steps.append(1), original(self, *a))[1])
+    for lean in (True, False):
+        monkeypatch.setattr(network, "LEAN_STEPS", lean)
+        with anymlp.config_context(kernels="numba"):
+            models.append(MLPClassifier(hidden_layer_sizes=(12, 7), solver=solver, batch_size=64, max_iter=4,
+                                        tol=0, n_iter_no_change=99, random_state=0).fit(X, y))
+    assert len(steps) == 4 * 7  # 4 epochs of 7 batches (the last one short), all lean in the first fit
+    for a, b in zip(models[0].coefs_ + models[0].intercepts_, models[1].coefs_ + models[1].intercepts_):
+        _assert_bitwise(a, b)
+    assert models[0].loss_curve_ == models[1].loss_curve_

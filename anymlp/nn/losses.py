@@ -139,24 +139,30 @@ def loss_delta_and_column_sums(loss, Z, Y, sample_weight, sw_sum, *, xp):
 
 
 def _fused_log_loss(loss, Z, Y, sample_weight):
-    """The kernels whose ``softmax_log_loss`` replaces the reference for this batch, or None.
-
-    No sample weights, two outputs or more, labels of Z's shape. On NumPy
-    (numba) only where every value is the reference's to the bit (L-BFGS's line
-    search and ``tol``-based stopping read the loss, and they move on a
-    last-bit difference): up to 128 outputs (NumPy sums a single column
-    pairwise, not row after row); float32 only with a SciPy whose xlogy
-    computes in float32. On torch, agreeing to a few units in the last place,
-    as every torch kernel does.
-    """
-    if loss != "log_loss" or sample_weight is not None or Y.shape != Z.shape or Z.shape[1] < 2:
+    """The kernels whose ``softmax_log_loss`` replaces the reference for this batch, or None:
+    no sample weights, labels of Z's shape, and :func:`fused_log_loss_applies`."""
+    if loss != "log_loss" or sample_weight is not None or Y.shape != Z.shape:
         return None
     fused = fused_for(Z, Y)
-    if fused is None or not hasattr(fused, "softmax_log_loss") or Z.shape[1] > fused.MAX_SOFTMAX_COLUMNS:
-        return None
-    if type(Z) is np.ndarray and Z.dtype == np.float32 and not XLOGY_FLOAT32_IN_FLOAT32:
-        return None
-    return fused
+    return fused if fused_log_loss_applies(fused, loss, Z.shape[1], Z.dtype) else None
+
+
+def fused_log_loss_applies(kernels, loss, n_outputs, dtype) -> bool:
+    """Does ``kernels.softmax_log_loss`` replace the reference for ``n_outputs`` outputs?
+
+    The log loss, two outputs or more. On NumPy (numba) only where every value
+    is the reference's to the bit (L-BFGS's line search and ``tol``-based
+    stopping read the loss, and they move on a last-bit difference): up to 128
+    outputs (NumPy sums a single column pairwise, not row after row); float32
+    only with a SciPy whose xlogy computes in float32. On torch, agreeing to a
+    few units in the last place, as every torch kernel does.
+    """
+    if kernels is None or loss != "log_loss" or n_outputs < 2 or not hasattr(kernels, "softmax_log_loss"):
+        return False
+    if n_outputs > kernels.MAX_SOFTMAX_COLUMNS:
+        return False
+    # (a torch dtype is never np.float32: torch's xlogy is its own)
+    return not (dtype == np.float32 and not XLOGY_FLOAT32_IN_FLOAT32)
 
 
 def _output_activation(loss, Z, *, xp):

@@ -15,10 +15,10 @@ from functools import cached_property
 
 import numpy as np
 
-from anymlp._backend import is_tensor, squared_norm
+from anymlp._backend import fused_kernels_allowed, is_tensor, squared_norm
 from anymlp.kernels import affine_kernels_for, fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
-from anymlp.nn.losses import CANONICAL_OUTPUT, LossTerms, loss_delta_and_column_sums
+from anymlp.nn.losses import CANONICAL_OUTPUT, LossTerms, fused_log_loss_applies, loss_delta_and_column_sums
 from anymlp.optim.gradient import UnscaledGradient
 
 
@@ -161,6 +161,21 @@ class StepWorkspace:
         self._theta = self._theta_views = None
         self._grad = self._grad_views = None
         self._splits: dict = {}
+        self._lean = None  # (theta, arch, _LeanNumpyStep or None), see lean_step
+
+    def lean_step(self, theta, X, Y, sample_weight, arch: Architecture):
+        """The straight-line NumPy step for this batch (:class:`_LeanNumpyStep`), or None where
+        the general code must run. Decided once for theta and the network; the batch's own
+        arrays and the kernels setting are checked at every step."""
+        if not (sample_weight is None and type(theta) is np.ndarray and type(X) is np.ndarray
+                and type(Y) is np.ndarray and X.dtype == theta.dtype and Y.dtype == theta.dtype
+                and Y.flags.c_contiguous and Y.shape[1] == self.layout.units[-1] and LEAN_STEPS
+                and fused_kernels_allowed()):  # (asked first: what is kept must not depend on it)
+            return None
+        kept = self._lean
+        if kept is None or kept[0] is not theta or kept[1] is not arch:
+            self._lean = kept = (theta, arch, _LeanNumpyStep.make(theta, arch, self))
+        return kept[2]
 
     def split(self, a):
         """``(a[:n_coef], a[n_coef:])``: weights and biases, views kept while ``a`` is the same
@@ -187,6 +202,65 @@ class StepWorkspace:
         return grad, self._grad_views
 
 
+# The stochastic loop takes _LeanNumpyStep where it applies (tests switch it off to compare).
+LEAN_STEPS = True
+
+
+class _LeanNumpyStep:
+    """:func:`loss_and_grad`'s stochastic step for the common NumPy case, written straight
+    through: ReLU hidden layers of two units or more, softmax output with the log loss (the
+    fused kernel), no sample weights, the numba kernels.
+
+    The same operations in the same order as the general code, so the same bits
+    (tests/test_kernels.py compares them), without its per-call decisions: the general
+    step makes ~100 Python calls around its ~30 array operations, and at MNIST's sizes,
+    where the products flush the caches between them, those cost ~50 us a step
+    (config C's step ~600 us). Everything here is decided once per fit and theta.
+    """
+
+    def __init__(self, kernels, coefs, intercepts, grad, grad_coefs, grad_intercepts, weights, split, n_coef):
+        self.kernels, self.coefs, self.intercepts = kernels, coefs, intercepts
+        self.grad, self.grad_coefs, self.grad_intercepts = grad, grad_coefs, grad_intercepts
+        self.weights, self.split, self.n_coef = weights, split, n_coef
+
+    @classmethod
+    def make(cls, theta, arch: Architecture, workspace: "StepWorkspace"):
+        layout = arch.layout
+        kernels = fused_for(theta)
+        if kernels is None or not hasattr(kernels, "add_bias_relu"):  # (torch's kernels: the general code)
+            return None
+        if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2
+                and fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)):
+            return None
+        coefs, intercepts = workspace.views(theta, xp=np)
+        grad, (grad_coefs, grad_intercepts) = workspace.gradient_buffer(theta, np, xp=np)
+        weights = [theta[a:b] for a, b, _ in layout.coef_slices]
+        return cls(kernels, coefs, intercepts, grad, grad_coefs, grad_intercepts, weights, workspace.split,
+                   layout.n_coef)
+
+    def __call__(self, theta, X, Y, alpha, xp):
+        kernels, coefs, intercepts = self.kernels, self.coefs, self.intercepts
+        last = len(coefs) - 1
+        activations, a = [X], X
+        for i in range(last):  # _hidden_layer
+            a = a @ coefs[i]
+            kernels.add_bias_relu(a, intercepts[i])
+            activations.append(a)
+        z = a @ coefs[last]  # _affine
+        z += intercepts[last]
+        per_output, delta, delta_sums = kernels.softmax_log_loss(z, Y)  # loss_delta_and_column_sums
+        n = X.shape[0]
+        loss = LossTerms(per_output, -1.0, n, tuple([np.dot(w, w) for w in self.weights]), alpha) if alpha \
+            else LossTerms(per_output, -1.0, n)
+        grad_coefs, grad_intercepts = self.grad_coefs, self.grad_intercepts
+        for i in range(last, -1, -1):  # _backward
+            np.matmul(activations[i].T, delta, out=grad_coefs[i])
+            grad_intercepts[i][...] = delta_sums
+            if i:
+                delta, delta_sums = kernels.zero_where_zero_column_sums(activations[i], delta @ coefs[i].T)
+        return loss, UnscaledGradient(self.grad, self.n_coef, alpha, n, xp, self.split)
+
+
 def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp, finish=True,
                   workspace: StepWorkspace | None = None):
     """Regularised loss (0-d array) and its gradient (flat, like ``theta``).
@@ -202,6 +276,9 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     """
     if workspace is not None:
         assert not finish, "a workspace's gradient buffer is rewritten by the next step"
+        lean = workspace.lean_step(theta, X, Y, sample_weight, arch)
+        if lean is not None:
+            return lean(theta, X, Y, alpha, xp)
         coefs, intercepts = workspace.views(theta, xp=xp)
     else:
         coefs, intercepts = unpack(theta, arch.layout, xp=xp)
