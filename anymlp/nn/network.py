@@ -169,7 +169,7 @@ class StepWorkspace:
         arrays and the kernels setting are checked at every step."""
         if not (sample_weight is None and type(theta) is np.ndarray and type(X) is np.ndarray
                 and type(Y) is np.ndarray and X.dtype == theta.dtype and Y.dtype == theta.dtype
-                and Y.flags.c_contiguous and Y.shape[1] == self.layout.units[-1] and LEAN_STEPS
+                and Y.flags.c_contiguous and Y.shape == (X.shape[0], self.layout.units[-1]) and LEAN_STEPS
                 and fused_kernels_allowed()):  # (asked first: what is kept must not depend on it)
             return None
         kept = self._lean
