@@ -739,20 +739,31 @@ def _step_parts(theta, X, Y, sample_weight, arch, alpha, lean):
     return loss, grad, grad.raw.copy(), ran
 
 
+def _labels(loss, rng, rows, dtype):
+    if loss == "log_loss":
+        return np.eye(4, dtype=dtype)[rng.integers(0, 4, rows)]
+    if loss == "binary_log_loss":
+        return rng.integers(0, 2, (rows, 1)).astype(dtype)
+    if loss == "poisson":
+        return rng.poisson(2.0, (rows, 2)).astype(dtype)
+    return rng.standard_normal((rows, 3)).astype(dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hidden", [(5,), (7, 3), (4, 6, 5)])
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 @pytest.mark.parametrize("rows", [17, 1])
-def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, rows):
+@pytest.mark.parametrize("loss", ["log_loss", "squared_error", "binary_log_loss", "poisson"])
+def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, rows, loss):
     from anymlp.nn.network import Architecture, Layout
 
     rng = np.random.default_rng(len(hidden) + rows)
-    layout = Layout((6, *hidden, 4))
-    arch = Architecture(layout, "relu", "log_loss")
+    Y = _labels(loss, rng, rows, dtype)
+    layout = Layout((6, *hidden, Y.shape[1]))
+    arch = Architecture(layout, "relu", loss)
     theta = (rng.standard_normal(layout.n_params) * 0.8).astype(dtype)
     X = (rng.standard_normal((rows, 6)) * 2).astype(dtype)
     X[0, 1] = -0.0
-    Y = np.eye(4, dtype=dtype)[rng.integers(0, 4, rows)]
     lean_loss, lean_grad, lean_raw, lean_ran = _step_parts(theta, X, Y, None, arch, alpha, lean=True)
     loss, grad, raw, ran = _step_parts(theta, X, Y, None, arch, alpha, lean=False)
     assert lean_ran and not ran
@@ -767,21 +778,18 @@ def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, ro
     _assert_bitwise(lean_loss.value(xp=xp), loss.value(xp=xp))
 
 
-@pytest.mark.parametrize("case", ["tanh", "one-unit layer", "weights", "binary", "float64 X", "F-ordered Y",
+@pytest.mark.parametrize("case", ["tanh", "one-unit layer", "weights", "float64 X", "F-ordered Y",
                                   "fewer label rows", "array_api"])
 def test_lean_numpy_step_leaves_what_it_does_not_cover_to_the_general_step(case):
     from anymlp.nn.network import Architecture, Layout
 
     rng = np.random.default_rng(0)
     hidden = (1,) if case == "one-unit layer" else (5,)
-    outputs = 1 if case == "binary" else 3
-    layout = Layout((4, *hidden, outputs))
-    arch = Architecture(layout, "tanh" if case == "tanh" else "relu",
-                        "binary_log_loss" if case == "binary" else "log_loss")
+    layout = Layout((4, *hidden, 3))
+    arch = Architecture(layout, "tanh" if case == "tanh" else "relu", "log_loss")
     theta = rng.standard_normal(layout.n_params).astype(np.float32)
     X = rng.standard_normal((9, 4)).astype(np.float64 if case == "float64 X" else np.float32)
-    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)] if outputs == 3 else rng.integers(0, 2, (9, 1)).astype(
-        np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)]
     if case == "F-ordered Y":
         Y = np.asfortranarray(Y)
     if case == "fewer label rows":  # the general code's error, not the kernel reading past Y
@@ -807,10 +815,17 @@ def test_lean_numpy_step_leaves_what_it_does_not_cover_to_the_general_step(case)
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
-def test_a_fit_is_the_same_with_the_lean_step_or_without(solver, monkeypatch):
+@pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
+def test_a_fit_is_the_same_with_the_lean_step_or_without(solver, task, monkeypatch):
     from anymlp.nn import network
 
-    X, y = make_classification(400, 10, n_informative=6, n_classes=4, random_state=1)
+    if task == "regression":
+        X, y = make_regression(400, 10, n_targets=2, random_state=1)
+        y, make = y / 100, MLPRegressor
+    else:
+        X, y = make_classification(400, 10, n_informative=6, n_classes=4 if task == "multiclass" else 2,
+                                   random_state=1)
+        make = MLPClassifier
     models, steps = [], []
     original = network._LeanNumpyStep.__call__
     monkeypatch.setattr(network._LeanNumpyStep, "__call__",
@@ -818,8 +833,8 @@ def test_a_fit_is_the_same_with_the_lean_step_or_without(solver, monkeypatch):
     for lean in (True, False):
         monkeypatch.setattr(network, "LEAN_STEPS", lean)
         with anymlp.config_context(kernels="numba"):
-            models.append(MLPClassifier(hidden_layer_sizes=(12, 7), solver=solver, batch_size=64, max_iter=4,
-                                        tol=0, n_iter_no_change=99, random_state=0).fit(X, y))
+            models.append(make(hidden_layer_sizes=(12, 7), solver=solver, batch_size=64, max_iter=4, tol=0,
+                               n_iter_no_change=99, random_state=0).fit(X, y))
     assert len(steps) == 4 * 7  # 4 epochs of 7 batches (the last one short), all lean in the first fit
     for a, b in zip(models[0].coefs_ + models[0].intercepts_, models[1].coefs_ + models[1].intercepts_):
         _assert_bitwise(a, b)

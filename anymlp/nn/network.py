@@ -208,8 +208,9 @@ LEAN_STEPS = True
 
 class _LeanNumpyStep:
     """:func:`loss_and_grad`'s stochastic step for the common NumPy case, written straight
-    through: ReLU hidden layers of two units or more, softmax output with the log loss (the
-    fused kernel), no sample weights, the numba kernels.
+    through: ReLU hidden layers of two units or more, no sample weights, the numba kernels,
+    any loss (the softmax with the log loss through its fused kernel where that applies,
+    the others through :func:`~anymlp.nn.losses.loss_delta_and_column_sums`).
 
     The same operations in the same order as the general code, so the same bits
     (tests/test_kernels.py compares them), without its per-call decisions: the general
@@ -218,29 +219,26 @@ class _LeanNumpyStep:
     (config C's step ~600 us). Everything here is decided once per fit and theta.
     """
 
-    def __init__(self, kernels, coefs, intercepts, grad, grad_coefs, grad_intercepts, weights, split, n_coef):
-        self.kernels, self.coefs, self.intercepts = kernels, coefs, intercepts
-        self.grad, self.grad_coefs, self.grad_intercepts = grad, grad_coefs, grad_intercepts
-        self.weights, self.split, self.n_coef = weights, split, n_coef
-
     @classmethod
     def make(cls, theta, arch: Architecture, workspace: "StepWorkspace"):
         layout = arch.layout
         kernels = fused_for(theta)
         if kernels is None or not hasattr(kernels, "add_bias_relu"):  # (torch's kernels: the general code)
             return None
-        if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2
-                and fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)):
+        if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2):
             return None
-        coefs, intercepts = workspace.views(theta, xp=np)
-        grad, (grad_coefs, grad_intercepts) = workspace.gradient_buffer(theta, np, xp=np)
-        weights = [theta[a:b] for a, b, _ in layout.coef_slices]
-        return cls(kernels, coefs, intercepts, grad, grad_coefs, grad_intercepts, weights, workspace.split,
-                   layout.n_coef)
+        step = cls()
+        step.kernels, step.loss = kernels, arch.loss
+        step.fused_loss = fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)
+        step.coefs, step.intercepts = workspace.views(theta, xp=np)
+        step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, np, xp=np)
+        step.weights = [theta[a:b] for a, b, _ in layout.coef_slices]
+        step.split, step.n_coef = workspace.split, layout.n_coef
+        return step
 
     def __call__(self, theta, X, Y, alpha, xp):
         kernels, coefs, intercepts = self.kernels, self.coefs, self.intercepts
-        last = len(coefs) - 1
+        last, n = len(coefs) - 1, X.shape[0]
         activations, a = [X], X
         for i in range(last):  # _hidden_layer
             a = a @ coefs[i]
@@ -248,14 +246,20 @@ class _LeanNumpyStep:
             activations.append(a)
         z = a @ coefs[last]  # _affine
         z += intercepts[last]
-        per_output, delta, delta_sums = kernels.softmax_log_loss(z, Y)  # loss_delta_and_column_sums
-        n = X.shape[0]
-        loss = LossTerms(per_output, -1.0, n, tuple([np.dot(w, w) for w in self.weights]), alpha) if alpha \
-            else LossTerms(per_output, -1.0, n)
+        if self.fused_loss:  # loss_delta_and_column_sums, its fused branch
+            per_output, delta, delta_sums = kernels.softmax_log_loss(z, Y)
+            loss = LossTerms(per_output, -1.0, n)
+        else:
+            loss, delta, delta_sums = loss_delta_and_column_sums(self.loss, z, Y, None, n, xp=xp)
+        if alpha:
+            loss = LossTerms(loss.per_output, loss.scale, n, tuple([np.dot(w, w) for w in self.weights]), alpha)
         grad_coefs, grad_intercepts = self.grad_coefs, self.grad_intercepts
         for i in range(last, -1, -1):  # _backward
             np.matmul(activations[i].T, delta, out=grad_coefs[i])
-            grad_intercepts[i][...] = delta_sums
+            if delta_sums is None:
+                np.sum(delta, 0, out=grad_intercepts[i])
+            else:
+                grad_intercepts[i][...] = delta_sums
             if i:
                 delta, delta_sums = kernels.zero_where_zero_column_sums(activations[i], delta @ coefs[i].T)
         return loss, UnscaledGradient(self.grad, self.n_coef, alpha, n, xp, self.split)
