@@ -52,7 +52,7 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
     if isinstance(grad, UnscaledGradient):
         fused, finishing = fused_for(theta, grad.raw, m, v), grad.fused_scalars(theta)
         if fused is not None and finishing is not None and hasattr(fused, "adam_unscaled"):
-            arrays = [flat(a) for a in (theta, grad.raw, m, v)]
+            arrays = flat(theta), flat(grad.raw), flat(m), flat(v)
             divide = state.divide
             if grad.split is not None and finishing[0] == grad.n_decayed and hasattr(fused, "adam_unscaled_split"):
                 fused.adam_unscaled_split(grad.split, *arrays, *finishing, *scalars(constants, theta))
@@ -63,7 +63,7 @@ def adam_update(theta, grad, state: AdamState, *, learning_rate, beta_1, beta_2,
         grad = grad.finish(theta)
     fused = fused_for(theta, grad, m, v)
     if fused is not None:
-        fused.adam(*(flat(a) for a in (theta, grad, m, v)), *scalars(constants, theta))
+        fused.adam(flat(theta), flat(grad), flat(m), flat(v), *scalars(constants, theta))
         return theta, AdamState(t, m, v, state.divide)
     m *= beta_1
     m += (1 - beta_1) * grad

@@ -30,12 +30,12 @@ def sgd_update(theta, grad, state: SGDState, *, learning_rate, momentum, nestero
     if isinstance(grad, UnscaledGradient):
         fused, finishing = fused_for(theta, grad.raw, velocity), grad.fused_scalars(theta)
         if fused is not None and finishing is not None and hasattr(fused, "sgd_unscaled"):
-            fused.sgd_unscaled(*(flat(a) for a in (theta, grad.raw, velocity)), *finishing, *constants)
+            fused.sgd_unscaled(flat(theta), flat(grad.raw), flat(velocity), *finishing, *constants)
             return theta, state
         grad = grad.finish(theta)
     fused = fused_for(theta, grad, velocity)
     if fused is not None:
-        fused.sgd(*(flat(a) for a in (theta, grad, velocity)), *constants)
+        fused.sgd(flat(theta), flat(grad), flat(velocity), *constants)
         return theta, state
     velocity *= momentum
     velocity -= learning_rate * grad
