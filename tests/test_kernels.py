@@ -805,9 +805,9 @@ def test_lean_numpy_step_leaves_what_it_does_not_cover_to_the_general_step(case)
 
         workspace = network.StepWorkspace(layout)
         with anymlp.config_context(kernels="array_api"):
-            assert workspace.lean_step(theta, X, Y, None, arch) is None
+            assert workspace.lean_step(theta, X, Y, None, arch, xp=xp) is None
         with anymlp.config_context(kernels="numba"):
-            assert workspace.lean_step(theta, X, Y, None, arch) is not None  # the same workspace, asked again
+            assert workspace.lean_step(theta, X, Y, None, arch, xp=xp) is not None  # the same workspace, again
         return
     _, _, _, ran = _step_parts(theta, X, Y, weights, arch, 1e-4, lean=True)
     assert not ran

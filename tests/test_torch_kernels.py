@@ -469,3 +469,101 @@ def test_the_l2_penalty_is_one_accurate_dot_product():
         value = squared_norm(w, xp=xt)
     assert dict(ops) == {"dot": 1}
     assert abs(float(value) - exact) <= 1e-6 * exact
+
+
+# --------------------------------------------------------------------- the lean torch step
+
+
+def _torch_step(theta, X, Y, weights, arch, alpha, lean):
+    """One stochastic step's loss terms and raw gradient (cloned), and whether the lean step ran."""
+    from anymlp.nn import network
+
+    workspace = network.StepWorkspace(arch.layout)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(network, "LEAN_STEPS", lean)
+        loss, grad = network.loss_and_grad(theta, X, Y, weights, arch, alpha, xp=xt, finish=False,
+                                           workspace=workspace)
+    ran = workspace._lean is not None and workspace._lean[2] is not None
+    return loss, grad.raw.clone(), ran
+
+
+def _torch_labels(loss, rng, rows, dtype):
+    if loss == "log_loss":
+        return torch.tensor(np.eye(4, dtype=dtype)[rng.integers(0, 4, rows)])
+    if loss == "binary_log_loss":
+        return torch.tensor(rng.integers(0, 2, (rows, 1)).astype(dtype))
+    if loss == "poisson":
+        return torch.tensor(rng.poisson(2.0, (rows, 2)).astype(dtype))
+    return torch.tensor(rng.standard_normal((rows, 3)).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [(5,), (7, 3)])
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+@pytest.mark.parametrize("loss", ["log_loss", "squared_error", "binary_log_loss", "poisson"])
+def test_lean_torch_step_is_the_general_torch_step(dtype, hidden, alpha, loss):
+    """The same torch operations in the same order: equal results (torch's CPU kernels are
+    deterministic), loss parts and gradient alike."""
+    from anymlp.nn.network import Architecture, Layout
+
+    rng = np.random.default_rng(len(hidden))
+    Y = _torch_labels(loss, rng, 17, dtype)
+    layout = Layout((6, *hidden, Y.shape[1]))
+    arch = Architecture(layout, "relu", loss)
+    theta = torch.tensor((rng.standard_normal(layout.n_params) * 0.8).astype(dtype))
+    X = torch.tensor((rng.standard_normal((17, 6)) * 2).astype(dtype))
+    lean_loss, lean_raw, lean_ran = _torch_step(theta, X, Y, None, arch, alpha, lean=True)
+    loss_terms, raw, ran = _torch_step(theta, X, Y, None, arch, alpha, lean=False)
+    assert lean_ran and not ran
+    torch.testing.assert_close(lean_raw, raw, rtol=0, atol=0)
+    torch.testing.assert_close(lean_loss.per_output, loss_terms.per_output, rtol=0, atol=0, equal_nan=True)
+    assert len(lean_loss.penalties) == len(loss_terms.penalties) == (1 if alpha else 0)
+    for a, b in zip(lean_loss.penalties, loss_terms.penalties):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (lean_loss.scale, lean_loss.sw_sum, lean_loss.alpha) == (loss_terms.scale, loss_terms.sw_sum,
+                                                                     loss_terms.alpha)
+
+
+@pytest.mark.parametrize("case", ["X requires grad", "float64 X", "strided Y", "weights", "tanh", "array_api"])
+def test_lean_torch_step_leaves_what_it_does_not_cover_to_the_general_step(case):
+    from anymlp.nn import network
+    from anymlp.nn.network import Architecture, Layout
+
+    rng = np.random.default_rng(0)
+    layout = Layout((4, 5, 3))
+    arch = Architecture(layout, "tanh" if case == "tanh" else "relu", "log_loss")
+    theta = torch.tensor(rng.standard_normal(layout.n_params).astype(np.float32))
+    X = torch.tensor(rng.standard_normal((9, 4)).astype(np.float64 if case == "float64 X" else np.float32))
+    X.requires_grad_(case == "X requires grad")
+    Y = torch.tensor(np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)])
+    if case == "strided Y":
+        Y = torch.tensor(np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)].T.copy()).T
+    weights = torch.rand(9) if case == "weights" else None
+    kernels = "array_api" if case == "array_api" else "auto"
+    workspace = network.StepWorkspace(layout)
+    with anymlp.config_context(kernels=kernels):
+        assert workspace.lean_step(theta, X, Y, weights, arch, xp=xt) is None
+    if case == "array_api":  # the same workspace, asked again with the kernels on
+        assert workspace.lean_step(theta, X, Y, weights, arch, xp=xt) is not None
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_torch_fit_is_the_same_with_the_lean_step_or_without(solver, monkeypatch):
+    from sklearn.datasets import make_classification
+
+    from anymlp.nn import network
+
+    X, y = make_classification(400, 10, n_informative=6, n_classes=4, random_state=1)
+    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
+    models, steps = [], []
+    original = network._LeanTorchStep.__call__
+    monkeypatch.setattr(network._LeanTorchStep, "__call__", lambda self, *a: (steps.append(1), original(self, *a))[1])
+    for lean in (True, False):
+        monkeypatch.setattr(network, "LEAN_STEPS", lean)
+        models.append(anymlp.MLPClassifier(hidden_layer_sizes=(12, 7), solver=solver, batch_size=64, max_iter=4,
+                                           tol=0, n_iter_no_change=99, random_state=0).fit(X, y))
+    assert len(steps) == 4 * 7
+    for a, b in zip(models[0].coefs_ + models[0].intercepts_, models[1].coefs_ + models[1].intercepts_):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert models[0].loss_curve_ == models[1].loss_curve_

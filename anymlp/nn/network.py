@@ -10,6 +10,7 @@ through the ``@`` operator and ``.T``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -163,18 +164,27 @@ class StepWorkspace:
         self._splits: dict = {}
         self._lean = None  # (theta, arch, _LeanNumpyStep or None), see lean_step
 
-    def lean_step(self, theta, X, Y, sample_weight, arch: Architecture):
-        """The straight-line NumPy step for this batch (:class:`_LeanNumpyStep`), or None where
-        the general code must run. Decided once for theta and the network; the batch's own
-        arrays and the kernels setting are checked at every step."""
-        if not (sample_weight is None and type(theta) is np.ndarray and type(X) is np.ndarray
-                and type(Y) is np.ndarray and X.dtype == theta.dtype and Y.dtype == theta.dtype
-                and Y.flags.c_contiguous and Y.shape == (X.shape[0], self.layout.units[-1]) and LEAN_STEPS
-                and fused_kernels_allowed()):  # (asked first: what is kept must not depend on it)
+    def lean_step(self, theta, X, Y, sample_weight, arch: Architecture, *, xp):
+        """The straight-line step for this batch (:class:`_LeanNumpyStep`,
+        :class:`_LeanTorchStep`), or None where the general code must run. Decided once for
+        theta and the network; the batch's own arrays and the kernels setting are checked
+        at every step."""
+        if not (sample_weight is None and LEAN_STEPS and Y.shape == (X.shape[0], self.layout.units[-1])):
+            return None
+        if type(theta) is np.ndarray:
+            if not (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype == theta.dtype
+                    and Y.dtype == theta.dtype and Y.flags.c_contiguous):
+                return None
+            lean = _LeanNumpyStep
+        elif is_tensor(theta) and _LeanTorchStep.takes(theta, X, Y):
+            lean = _LeanTorchStep
+        else:
+            return None
+        if not fused_kernels_allowed():  # (asked before the cache: what is kept must not depend on it)
             return None
         kept = self._lean
         if kept is None or kept[0] is not theta or kept[1] is not arch:
-            self._lean = kept = (theta, arch, _LeanNumpyStep.make(theta, arch, self))
+            self._lean = kept = (theta, arch, lean.make(theta, arch, self, xp=xp))
         return kept[2]
 
     def split(self, a):
@@ -220,7 +230,7 @@ class _LeanNumpyStep:
     """
 
     @classmethod
-    def make(cls, theta, arch: Architecture, workspace: "StepWorkspace"):
+    def make(cls, theta, arch: Architecture, workspace: "StepWorkspace", *, xp):
         layout = arch.layout
         kernels = fused_for(theta)
         if kernels is None or not hasattr(kernels, "add_bias_relu"):  # (torch's kernels: the general code)
@@ -230,8 +240,8 @@ class _LeanNumpyStep:
         step = cls()
         step.kernels, step.loss = kernels, arch.loss
         step.fused_loss = fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)
-        step.coefs, step.intercepts = workspace.views(theta, xp=np)
-        step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, np, xp=np)
+        step.coefs, step.intercepts = workspace.views(theta, xp=xp)
+        step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, np, xp=xp)
         step.weights = [theta[a:b] for a, b, _ in layout.coef_slices]
         step.split, step.n_coef = workspace.split, layout.n_coef
         return step
@@ -265,6 +275,67 @@ class _LeanNumpyStep:
         return loss, UnscaledGradient(self.grad, self.n_coef, alpha, n, xp, self.split)
 
 
+class _LeanTorchStep:
+    """:class:`_LeanNumpyStep` for torch tensors with torch's kernels: the general code's
+    torch operations (``addmm``, ``clamp_min_``, the fused softmax loss, ``mm`` and ``sum``
+    into the gradient buffer, ``threshold_backward``), in its order, without its per-call
+    choices (~2.5 us each on torch, about ten a step). On a GPU at small batches a step
+    lasts as long as the host takes to launch it."""
+
+    @staticmethod
+    def takes(theta, X, Y) -> bool:
+        """The batch's tensors as the general code's kernels want them: theta's dtype and device,
+        no autograd, labels contiguous (X may have any strides: addmm takes them)."""
+        torch = sys.modules["torch"]
+        dtype, device = theta.dtype, theta.device
+        return (isinstance(X, torch.Tensor) and isinstance(Y, torch.Tensor) and X.dtype == dtype
+                and Y.dtype == dtype and X.device == device and Y.device == device and Y.is_contiguous()
+                and not (X.requires_grad or Y.requires_grad))
+
+    @classmethod
+    def make(cls, theta, arch: Architecture, workspace: "StepWorkspace", *, xp):
+        layout = arch.layout
+        kernels = fused_for(theta)
+        if kernels is None or not hasattr(kernels, "affine"):
+            return None
+        if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2):
+            return None
+        torch = sys.modules["torch"]
+        step = cls()
+        step.torch, step.kernels, step.loss = torch, kernels, arch.loss
+        step.fused_loss = fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)
+        step.coefs, step.intercepts = workspace.views(theta, xp=xp)
+        step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, torch, xp=xp)
+        step.weights, step.split, step.n_coef = theta[: layout.n_coef], workspace.split, layout.n_coef
+        return step
+
+    def __call__(self, theta, X, Y, alpha, xp):
+        torch, kernels, coefs, intercepts = self.torch, self.kernels, self.coefs, self.intercepts
+        last, n = len(coefs) - 1, X.shape[0]
+        activations, a = [X], X
+        for i in range(last):  # _hidden_layer
+            a = kernels.relu_(kernels.affine(a, coefs[i], intercepts[i]))
+            activations.append(a)
+        z = kernels.affine(a, coefs[last], intercepts[last])  # _affine
+        if self.fused_loss:  # loss_delta_and_column_sums, its fused branch
+            per_output, delta, delta_sums = kernels.softmax_log_loss(z, Y)
+            loss = LossTerms(per_output, -1.0, n)
+        else:
+            loss, delta, delta_sums = loss_delta_and_column_sums(self.loss, z, Y, None, n, xp=xp)
+        if alpha:  # _weight_penalties: one inner product over all the weights
+            loss = LossTerms(loss.per_output, loss.scale, n, (squared_norm(self.weights, xp=xp),), alpha)
+        grad_coefs, grad_intercepts = self.grad_coefs, self.grad_intercepts
+        for i in range(last, -1, -1):  # _backward
+            torch.matmul(activations[i].T, delta, out=grad_coefs[i])
+            if delta_sums is None:
+                torch.sum(delta, 0, out=grad_intercepts[i])
+            else:
+                grad_intercepts[i][...] = delta_sums
+            if i:
+                delta, delta_sums = kernels.zero_where_zero_column_sums(activations[i], delta @ coefs[i].T)
+        return loss, UnscaledGradient(self.grad, self.n_coef, alpha, n, xp, self.split)
+
+
 def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp, finish=True,
                   workspace: StepWorkspace | None = None):
     """Regularised loss (0-d array) and its gradient (flat, like ``theta``).
@@ -280,7 +351,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
     """
     if workspace is not None:
         assert not finish, "a workspace's gradient buffer is rewritten by the next step"
-        lean = workspace.lean_step(theta, X, Y, sample_weight, arch)
+        lean = workspace.lean_step(theta, X, Y, sample_weight, arch, xp=xp)
         if lean is not None:
             return lean(theta, X, Y, alpha, xp)
         coefs, intercepts = workspace.views(theta, xp=xp)
