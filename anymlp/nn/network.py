@@ -162,7 +162,7 @@ class StepWorkspace:
         self._theta = self._theta_views = None
         self._grad = self._grad_views = None
         self._splits: dict = {}
-        self._lean = None  # (theta, arch, _LeanNumpyStep or None), see lean_step
+        self._lean = None  # (theta, arch, the lean step or None), see lean_step
 
     def lean_step(self, theta, X, Y, sample_weight, arch: Architecture, *, xp):
         """The straight-line step for this batch (:class:`_LeanNumpyStep`,
