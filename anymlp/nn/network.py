@@ -212,75 +212,94 @@ class StepWorkspace:
         return grad, self._grad_views
 
 
-# The stochastic loop takes _LeanNumpyStep where it applies (tests switch it off to compare).
+# The stochastic loop takes the lean steps where they apply (tests switch them off to compare).
 LEAN_STEPS = True
 
 
-class _LeanNumpyStep:
-    """:func:`loss_and_grad`'s stochastic step for the common NumPy case, written straight
-    through: ReLU hidden layers of two units or more, no sample weights, the numba kernels,
-    any loss (the softmax with the log loss through its fused kernel where that applies,
-    the others through :func:`~anymlp.nn.losses.loss_delta_and_column_sums`).
+class _LeanStep:
+    """:func:`loss_and_grad`'s stochastic step written straight through, for ReLU hidden layers
+    of two units or more, no sample weights and a library's fused kernels (NumPy's numba
+    loops: :class:`_LeanNumpyStep`; torch's ops: :class:`_LeanTorchStep`), with any loss: the
+    softmax with the log loss through its fused kernel where that applies, the others
+    through :func:`~anymlp.nn.losses.loss_delta_and_column_sums`.
 
-    The same operations in the same order as the general code, so the same bits
-    (tests/test_kernels.py compares them), without its per-call decisions: the general
-    step makes ~100 Python calls around its ~30 array operations, and at MNIST's sizes,
-    where the products flush the caches between them, those cost ~50 us a step
-    (config C's step ~600 us). Everything here is decided once per fit and theta.
+    The same operations in the same order as the general code, so the same results
+    (tests/test_kernels.py, tests/test_torch_kernels.py compare them), without its
+    per-call decisions: the general step makes ~100 Python calls around its ~30 array
+    operations, and at MNIST's sizes, where the products flush the caches between them,
+    those cost ~50 us a step (config C's step ~600 us); on a GPU at small batches a step
+    lasts as long as the host takes to launch it. Everything here is decided once per
+    fit and theta. A subclass gives the forward pass and the L2 penalty, the two places
+    where the general code's NumPy and torch operations differ.
     """
+
+    kernel = ""  # a function the library's kernel module has (which module fused_for gave)
 
     @classmethod
     def make(cls, theta, arch: Architecture, workspace: "StepWorkspace", *, xp):
         layout = arch.layout
         kernels = fused_for(theta)
-        if kernels is None or not hasattr(kernels, "add_bias_relu"):  # (torch's kernels: the general code)
+        if kernels is None or not hasattr(kernels, cls.kernel):
             return None
         if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2):
             return None
         step = cls()
-        step.kernels, step.loss = kernels, arch.loss
+        step.lib = np if type(theta) is np.ndarray else sys.modules["torch"]
+        step.kernels, step.loss, step.layout = kernels, arch.loss, layout
         step.fused_loss = fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)
         step.coefs, step.intercepts = workspace.views(theta, xp=xp)
-        step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, np, xp=xp)
-        step.weights = [theta[a:b] for a, b, _ in layout.coef_slices]
-        step.split, step.n_coef = workspace.split, layout.n_coef
+        step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, step.lib, xp=xp)
+        step.split = workspace.split
+        step.keep_weights(theta)
         return step
 
     def __call__(self, theta, X, Y, alpha, xp):
-        kernels, coefs, intercepts = self.kernels, self.coefs, self.intercepts
-        last, n = len(coefs) - 1, X.shape[0]
-        activations, a = [X], X
-        for i in range(last):  # _hidden_layer
-            a = a @ coefs[i]
-            kernels.add_bias_relu(a, intercepts[i])
-            activations.append(a)
-        z = a @ coefs[last]  # _affine
-        z += intercepts[last]
+        activations = self.forward(X)
+        z, n = activations.pop(), X.shape[0]
         if self.fused_loss:  # loss_delta_and_column_sums, its fused branch
-            per_output, delta, delta_sums = kernels.softmax_log_loss(z, Y)
+            per_output, delta, delta_sums = self.kernels.softmax_log_loss(z, Y)
             loss = LossTerms(per_output, -1.0, n)
         else:
             loss, delta, delta_sums = loss_delta_and_column_sums(self.loss, z, Y, None, n, xp=xp)
         if alpha:
-            loss = LossTerms(loss.per_output, loss.scale, n, tuple([np.dot(w, w) for w in self.weights]), alpha)
-        grad_coefs, grad_intercepts = self.grad_coefs, self.grad_intercepts
-        for i in range(last, -1, -1):  # _backward
-            np.matmul(activations[i].T, delta, out=grad_coefs[i])
+            loss = LossTerms(loss.per_output, loss.scale, n, self.penalties(xp), alpha)
+        lib, coefs, grad_coefs, grad_intercepts = self.lib, self.coefs, self.grad_coefs, self.grad_intercepts
+        for i in range(len(coefs) - 1, -1, -1):  # _backward, _PackedGradient.set_layer
+            lib.matmul(activations[i].T, delta, out=grad_coefs[i])
             if delta_sums is None:
-                np.sum(delta, 0, out=grad_intercepts[i])
+                lib.sum(delta, 0, out=grad_intercepts[i])
             else:
                 grad_intercepts[i][...] = delta_sums
             if i:
-                delta, delta_sums = kernels.zero_where_zero_column_sums(activations[i], delta @ coefs[i].T)
-        return loss, UnscaledGradient(self.grad, self.n_coef, alpha, n, xp, self.split)
+                delta, delta_sums = self.kernels.zero_where_zero_column_sums(activations[i], delta @ coefs[i].T)
+        return loss, UnscaledGradient(self.grad, self.layout.n_coef, alpha, n, xp, self.split)
 
 
-class _LeanTorchStep:
-    """:class:`_LeanNumpyStep` for torch tensors with torch's kernels: the general code's
-    torch operations (``addmm``, ``clamp_min_``, the fused softmax loss, ``mm`` and ``sum``
-    into the gradient buffer, ``threshold_backward``), in its order, without its per-call
-    choices (~2.5 us each on torch, about ten a step). On a GPU at small batches a step
-    lasts as long as the host takes to launch it."""
+class _LeanNumpyStep(_LeanStep):
+    kernel = "add_bias_relu"  # the numba module
+
+    def keep_weights(self, theta):
+        self.weights = [theta[a:b] for a, b, _ in self.layout.coef_slices]
+
+    def forward(self, X) -> list:
+        """``[X, A_1, ..., Z]``: _forward_layers on NumPy, the output's pre-activation last."""
+        add_bias_relu, coefs, intercepts = self.kernels.add_bias_relu, self.coefs, self.intercepts
+        activations, a, last = [X], X, len(coefs) - 1
+        for i in range(last):  # _hidden_layer
+            a = a @ coefs[i]
+            add_bias_relu(a, intercepts[i])
+            activations.append(a)
+        z = a @ coefs[last]  # _affine
+        z += intercepts[last]
+        activations.append(z)
+        return activations
+
+    def penalties(self, xp) -> tuple:
+        return tuple([np.dot(w, w) for w in self.weights])  # _weight_penalties: one per layer
+
+
+class _LeanTorchStep(_LeanStep):
+    kernel = "affine"  # torch's kernel module
 
     @staticmethod
     def takes(theta, X, Y) -> bool:
@@ -292,48 +311,21 @@ class _LeanTorchStep:
                 and Y.dtype == dtype and X.device == device and Y.device == device and Y.is_contiguous()
                 and not (X.requires_grad or Y.requires_grad))
 
-    @classmethod
-    def make(cls, theta, arch: Architecture, workspace: "StepWorkspace", *, xp):
-        layout = arch.layout
-        kernels = fused_for(theta)
-        if kernels is None or not hasattr(kernels, "affine"):
-            return None
-        if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2):
-            return None
-        torch = sys.modules["torch"]
-        step = cls()
-        step.torch, step.kernels, step.loss = torch, kernels, arch.loss
-        step.fused_loss = fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)
-        step.coefs, step.intercepts = workspace.views(theta, xp=xp)
-        step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, torch, xp=xp)
-        step.weights, step.split, step.n_coef = theta[: layout.n_coef], workspace.split, layout.n_coef
-        return step
+    def keep_weights(self, theta):
+        self.weights = theta[: self.layout.n_coef]
 
-    def __call__(self, theta, X, Y, alpha, xp):
-        torch, kernels, coefs, intercepts = self.torch, self.kernels, self.coefs, self.intercepts
-        last, n = len(coefs) - 1, X.shape[0]
-        activations, a = [X], X
+    def forward(self, X) -> list:
+        """``[X, A_1, ..., Z]``: _forward_layers with torch's kernels (addmm, clamp_min_)."""
+        affine, relu_, coefs, intercepts = self.kernels.affine, self.kernels.relu_, self.coefs, self.intercepts
+        activations, a, last = [X], X, len(coefs) - 1
         for i in range(last):  # _hidden_layer
-            a = kernels.relu_(kernels.affine(a, coefs[i], intercepts[i]))
+            a = relu_(affine(a, coefs[i], intercepts[i]))
             activations.append(a)
-        z = kernels.affine(a, coefs[last], intercepts[last])  # _affine
-        if self.fused_loss:  # loss_delta_and_column_sums, its fused branch
-            per_output, delta, delta_sums = kernels.softmax_log_loss(z, Y)
-            loss = LossTerms(per_output, -1.0, n)
-        else:
-            loss, delta, delta_sums = loss_delta_and_column_sums(self.loss, z, Y, None, n, xp=xp)
-        if alpha:  # _weight_penalties: one inner product over all the weights
-            loss = LossTerms(loss.per_output, loss.scale, n, (squared_norm(self.weights, xp=xp),), alpha)
-        grad_coefs, grad_intercepts = self.grad_coefs, self.grad_intercepts
-        for i in range(last, -1, -1):  # _backward
-            torch.matmul(activations[i].T, delta, out=grad_coefs[i])
-            if delta_sums is None:
-                torch.sum(delta, 0, out=grad_intercepts[i])
-            else:
-                grad_intercepts[i][...] = delta_sums
-            if i:
-                delta, delta_sums = kernels.zero_where_zero_column_sums(activations[i], delta @ coefs[i].T)
-        return loss, UnscaledGradient(self.grad, self.n_coef, alpha, n, xp, self.split)
+        activations.append(affine(a, coefs[last], intercepts[last]))  # _affine
+        return activations
+
+    def penalties(self, xp) -> tuple:
+        return (squared_norm(self.weights, xp=xp),)  # _weight_penalties: one over all the weights
 
 
 def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp, finish=True,
