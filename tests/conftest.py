@@ -106,3 +106,15 @@ def backend(request) -> ArrayBackend:
 def device_backend(request) -> ArrayBackend:
     """Only the non-NumPy namespaces."""
     return _make_backend(request.param)
+
+
+def targets_for_loss(loss: str, rng, rows: int, dtype) -> np.ndarray:
+    """Training targets that ``loss`` takes, 2-D as the network's output: one-hot rows of 4
+    classes, a 0/1 column, Poisson counts in 2 columns, or 3 real columns (squared error)."""
+    if loss == "log_loss":
+        return np.eye(4, dtype=dtype)[rng.integers(0, 4, rows)]
+    if loss == "binary_log_loss":
+        return rng.integers(0, 2, (rows, 1)).astype(dtype)
+    if loss == "poisson":
+        return rng.poisson(2.0, (rows, 2)).astype(dtype)
+    return rng.standard_normal((rows, 3)).astype(dtype)

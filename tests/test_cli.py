@@ -428,8 +428,6 @@ def test_interrupted_before_any_epoch_saves_nothing(tmp_path, capsys, solver):
     assert "test accuracy" not in out and model.read_bytes() == b"a good model" and not (tmp_path / "r").exists()
 
 
-
-
 def test_ctrl_c_while_scikit_learn_loads_exits_130_without_a_traceback():
     """`python -m anymlp train` interrupted in its first second or two, while scikit-learn
     loads: that happens inside the CLI's own code (``import anymlp`` leaves it for later)."""
@@ -443,6 +441,7 @@ def test_ctrl_c_while_scikit_learn_loads_exits_130_without_a_traceback():
             "runpy.run_module('anymlp', run_name='__main__', alter_sys=True)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 130 and run.stderr == "anymlp: interrupted\n", run.stderr[-2000:]
+
 
 # ---------------------------------------------------------------------------
 # anymlp info

@@ -739,16 +739,6 @@ def _step_parts(theta, X, Y, sample_weight, arch, alpha, lean):
     return loss, grad, grad.raw.copy(), ran
 
 
-def _labels(loss, rng, rows, dtype):
-    if loss == "log_loss":
-        return np.eye(4, dtype=dtype)[rng.integers(0, 4, rows)]
-    if loss == "binary_log_loss":
-        return rng.integers(0, 2, (rows, 1)).astype(dtype)
-    if loss == "poisson":
-        return rng.poisson(2.0, (rows, 2)).astype(dtype)
-    return rng.standard_normal((rows, 3)).astype(dtype)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hidden", [(5,), (7, 3), (4, 6, 5)])
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
@@ -758,7 +748,9 @@ def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, ro
     from anymlp.nn.network import Architecture, Layout
 
     rng = np.random.default_rng(len(hidden) + rows)
-    Y = _labels(loss, rng, rows, dtype)
+    from tests.conftest import targets_for_loss
+
+    Y = targets_for_loss(loss, rng, rows, dtype)
     layout = Layout((6, *hidden, Y.shape[1]))
     arch = Architecture(layout, "relu", loss)
     theta = (rng.standard_normal(layout.n_params) * 0.8).astype(dtype)

@@ -487,16 +487,6 @@ def _torch_step(theta, X, Y, weights, arch, alpha, lean):
     return loss, grad.raw.clone(), ran
 
 
-def _torch_labels(loss, rng, rows, dtype):
-    if loss == "log_loss":
-        return torch.tensor(np.eye(4, dtype=dtype)[rng.integers(0, 4, rows)])
-    if loss == "binary_log_loss":
-        return torch.tensor(rng.integers(0, 2, (rows, 1)).astype(dtype))
-    if loss == "poisson":
-        return torch.tensor(rng.poisson(2.0, (rows, 2)).astype(dtype))
-    return torch.tensor(rng.standard_normal((rows, 3)).astype(dtype))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hidden", [(5,), (7, 3)])
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
@@ -507,7 +497,9 @@ def test_lean_torch_step_is_the_general_torch_step(dtype, hidden, alpha, loss):
     from anymlp.nn.network import Architecture, Layout
 
     rng = np.random.default_rng(len(hidden))
-    Y = _torch_labels(loss, rng, 17, dtype)
+    from tests.conftest import targets_for_loss
+
+    Y = torch.tensor(targets_for_loss(loss, rng, 17, dtype))
     layout = Layout((6, *hidden, Y.shape[1]))
     arch = Architecture(layout, "relu", loss)
     theta = torch.tensor((rng.standard_normal(layout.n_params) * 0.8).astype(dtype))

@@ -171,14 +171,8 @@ class StepWorkspace:
         at every step."""
         if not (sample_weight is None and LEAN_STEPS and Y.shape == (X.shape[0], self.layout.units[-1])):
             return None
-        if type(theta) is np.ndarray:
-            if not (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype == theta.dtype
-                    and Y.dtype == theta.dtype and Y.flags.c_contiguous):
-                return None
-            lean = _LeanNumpyStep
-        elif is_tensor(theta) and _LeanTorchStep.takes(theta, X, Y):
-            lean = _LeanTorchStep
-        else:
+        lean = _LeanNumpyStep if type(theta) is np.ndarray else _LeanTorchStep if is_tensor(theta) else None
+        if lean is None or not lean.takes(theta, X, Y):
             return None
         if not fused_kernels_allowed():  # (asked before the cache: what is kept must not depend on it)
             return None
@@ -233,13 +227,11 @@ class _LeanStep:
     where the general code's NumPy and torch operations differ.
     """
 
-    kernel = ""  # a function the library's kernel module has (which module fused_for gave)
-
     @classmethod
     def make(cls, theta, arch: Architecture, workspace: "StepWorkspace", *, xp):
         layout = arch.layout
         kernels = fused_for(theta)
-        if kernels is None or not hasattr(kernels, cls.kernel):
+        if kernels is None:  # (theta's library's kernels: lean_step chose the class by theta)
             return None
         if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2):
             return None
@@ -253,7 +245,7 @@ class _LeanStep:
         step.keep_weights(theta)
         return step
 
-    def __call__(self, theta, X, Y, alpha, xp):
+    def __call__(self, X, Y, alpha, xp):
         activations = self.forward(X)
         z, n = activations.pop(), X.shape[0]
         if self.fused_loss:  # loss_delta_and_column_sums, its fused branch
@@ -276,7 +268,12 @@ class _LeanStep:
 
 
 class _LeanNumpyStep(_LeanStep):
-    kernel = "add_bias_relu"  # the numba module
+    @staticmethod
+    def takes(theta, X, Y) -> bool:
+        """The batch's arrays as the numba kernels want them: NumPy, theta's dtype, labels
+        C-contiguous (X may have any strides: only the products read it)."""
+        return (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype == theta.dtype
+                and Y.dtype == theta.dtype and Y.flags.c_contiguous)
 
     def keep_weights(self, theta):
         self.weights = [theta[a:b] for a, b, _ in self.layout.coef_slices]
@@ -299,8 +296,6 @@ class _LeanNumpyStep(_LeanStep):
 
 
 class _LeanTorchStep(_LeanStep):
-    kernel = "affine"  # torch's kernel module
-
     @staticmethod
     def takes(theta, X, Y) -> bool:
         """The batch's tensors as the general code's kernels want them: theta's dtype and device,
@@ -345,7 +340,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
         assert not finish, "a workspace's gradient buffer is rewritten by the next step"
         lean = workspace.lean_step(theta, X, Y, sample_weight, arch, xp=xp)
         if lean is not None:
-            return lean(theta, X, Y, alpha, xp)
+            return lean(X, Y, alpha, xp)
         coefs, intercepts = workspace.views(theta, xp=xp)
     else:
         coefs, intercepts = unpack(theta, arch.layout, xp=xp)
