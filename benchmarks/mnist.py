@@ -179,6 +179,7 @@ def machine_info() -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
         "versions": library_versions(),
@@ -191,6 +192,31 @@ def machine_info() -> dict:
         info["torch_num_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["gpu_name"] = torch.cuda.get_device_name()
+    return info
+
+
+def cpu_description() -> dict:
+    """The CPU's model, cache sizes and vector extensions (Linux): a host name like "vm"
+    stands for different hardware from one session to the next, and GEMM speed follows it."""
+    info: dict = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key in ("model name", "cpu family", "model", "cpu MHz") and key not in info:
+                    info[key] = value
+                elif key == "flags" and "vector_flags" not in info:
+                    info["vector_flags"] = sorted(f for f in value.split() if f.startswith(("avx", "fma", "amx")))
+    except OSError:
+        return info
+    caches = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(caches.glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        info[f"L{level} {kind.lower()}"] = size
     return info
 
 
