@@ -415,6 +415,22 @@ def test_a_bias_off_16_byte_alignment_agrees_too():
     _assert_close(fused, reference, "float32")
 
 
+def _assert_first_adam_step_close(stepped, ref_stepped, grad, dtype, learning_rate, epsilon=1e-8, beta_2=0.999):
+    """Weights after a first Adam step from the same weights, within what the gradient's
+    rounding allows. That step moves each weight by ``lr * g / (|g| + e)``, with ``e =
+    epsilon / sqrt(1 - beta_2)`` (the bias corrections), whose slope in g is ``lr * e / (|g| +
+    e)**2``: up to lr / e ~ 3000 where g is nearly 0. There, two products that add the same
+    terms in different orders (torch may pick another GEMM for ``out=``) disagree in the last
+    bits of a sum that cancels, and the step magnifies it; elsewhere it shrinks it."""
+    a, b, g = (np.asarray(t.detach().numpy()) for t in (stepped, ref_stepped, grad))
+    eps = np.finfo(dtype).eps
+    e = epsilon / np.sqrt(1 - beta_2)
+    grad_rounding = ULPS * eps * np.abs(g[np.isfinite(g)]).max(initial=1.0)
+    atol = ULPS * eps * np.abs(b[np.isfinite(b)]).max(initial=1.0) + learning_rate * e * grad_rounding / (np.abs(g) + e) ** 2
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    assert np.all(np.abs(a - b) <= atol), f"worst: {np.max(np.abs(a - b) - atol)} over the bound"
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch on CUDA needs a CUDA GPU")
 
 
@@ -452,7 +468,9 @@ def test_a_step_agrees_with_the_reference_on_its_device(units, dtype, finish, de
     _assert_close(loss, ref_loss, dtype)
     if finish:
         _assert_close(grad, ref_grad, dtype)
-    _assert_close(stepped, ref_stepped, dtype)
+    with anymlp.config_context(kernels="array_api"):
+        finished = loss_and_grad(theta.clone(), X, Y, None, arch, 1e-4, xp=xt)[1].cpu()
+    _assert_first_adam_step_close(stepped, ref_stepped, finished, dtype, learning_rate=1e-3)
     assert not _host_reads(ops)
     if units == (784, 512, 512, 10):
         assert sum(ops.values()) == (30 if finish else 23)
