@@ -478,7 +478,8 @@ def test_a_step_agrees_with_the_reference_on_its_device(units, dtype, finish, de
 
 def test_the_l2_penalty_is_one_accurate_dot_product():
     """array-api-compat's torch vecdot is a (1, n) @ (n, 1) product: slow on the CPU, and its
-    float32 sum over 670k weights was off by 7e-5 relative."""
+    float32 sum over 670k weights was off by 7e-5 relative. torch's dot: 7e-8 on one host,
+    1.1e-6 on an AMD Zen 4 (its accumulators depend on the CPU), so the bound is 1e-5."""
     from anymlp._backend import squared_norm
 
     w = torch.rand(668672, generator=torch.Generator().manual_seed(0))
@@ -486,7 +487,7 @@ def test_the_l2_penalty_is_one_accurate_dot_product():
     with count_torch_ops() as ops:
         value = squared_norm(w, xp=xt)
     assert dict(ops) == {"dot": 1}
-    assert abs(float(value) - exact) <= 1e-6 * exact
+    assert abs(float(value) - exact) <= 1e-5 * exact
 
 
 # --------------------------------------------------------------------- the lean torch step
