@@ -686,6 +686,10 @@ def zeroed_where_zero(z, delta, *, xp):
     return xp.where(z == 0, 0.0, delta)
 
 
+# The ufunc expit uses on NumPy, for code that writes the result over its own array (out=).
+numpy_expit = scipy.special.expit
+
+
 def expit(z, *, xp):
     """The logistic function ``1 / (1 + exp(-z))``, without overflow warnings, by the library's own.
 
@@ -695,7 +699,7 @@ def expit(z, *, xp):
     the standard's operations, arranged so ``exp`` never overflows.
     """
     if array_api_compat.is_numpy_namespace(xp):
-        return scipy.special.expit(z)
+        return numpy_expit(z)
     if array_api_compat.is_torch_namespace(xp):
         return sys.modules["torch"].sigmoid(z)
     e = xp.exp(-xp.abs(z))

@@ -73,7 +73,8 @@ def spy(monkeypatch):
     """Count calls into the numba module, to prove the fused path ran."""
     return _record_calls(monkeypatch, ("adam", "sgd", "adam_unscaled", "sgd_unscaled", "finish_gradient",
                                        "zero_where_zero", "add_bias_relu", "softmax", "softmax_log_loss",
-                                       "zero_where_zero_column_sums"))
+                                       "zero_where_zero_column_sums", "tanh_derivative_column_sums",
+                                       "logistic_derivative_column_sums"))
 
 
 def _record_calls(monkeypatch, names) -> list:
@@ -178,33 +179,67 @@ def test_relu_derivative_matches_reference(dtype, spy):
     _assert_bitwise(fused, reference)
 
 
+DELTA_KERNELS = {"relu": "zero_where_zero_column_sums", "tanh": "tanh_derivative_column_sums",
+                 "logistic": "logistic_derivative_column_sums"}
+
+
+def _hidden_output(activation, rng, shape, dtype):
+    """A hidden layer's output as the activation makes it, with the values at its ends: ReLU's
+    zeros (about half), tanh's -1 and 1, the logistic's 0 and 1, and NaN."""
+    z = rng.standard_normal(shape) * rng.choice([0.1, 1.0, 30.0], shape)
+    z = {"relu": np.maximum(z, 0), "tanh": np.tanh(z), "logistic": 1 / (1 + np.exp(-z))}[activation].astype(dtype)
+    ends = {"relu": [0.0, 0.0, 1.0], "tanh": [-1.0, 1.0, -0.0], "logistic": [0.0, 1.0, 0.5]}[activation]
+    z.flat[-4:] = [*ends, np.nan][-z.size:]
+    return z
+
+
+@pytest.mark.parametrize("activation", sorted(DELTA_KERNELS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 2), (7, 3), (200, 100), (257, 512), (300, 8)])
-def test_hidden_delta_column_sums_are_numpys(dtype, shape, spy):
-    """The ReLU derivative with its column sums (a hidden layer's bias gradient) in one pass:
-    the delta as the reference, the sums as NumPy's axis-0 sum of it, to the bit."""
+def test_hidden_delta_column_sums_are_numpys(activation, dtype, shape, spy):
+    """A hidden layer's derivative with its column sums (the layer's bias gradient) in one
+    pass: the delta as the reference, the sums as NumPy's axis-0 sum of it, to the bit."""
     from anymlp.nn.network import _hidden_delta
 
     rng = np.random.default_rng(10)
-    z = np.maximum(rng.standard_normal(shape), 0).astype(dtype)  # a ReLU output: about half zeros
+    z = _hidden_output(activation, rng, shape, dtype)
     delta = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e3], shape)).astype(dtype)
     delta.flat[:5] = [np.inf, -np.inf, -0.0, np.finfo(dtype).tiny, np.nan][:delta.size]
-    z.flat[:5] = 1.0
-    z[:, -1], delta[:, -1] = 1.0, -0.0  # a column of -0.0 sums to +0.0, as NumPy's sum starts there
-    (fused, _), (reference, _) = _both(lambda z, d: _hidden_delta("relu", z, d, xp=xp), z, delta)
-    assert spy == ["zero_where_zero_column_sums"] and reference[1] is None
+    z.flat[:5] = 0.5
+    z[:, -1], delta[:, -1] = 0.5, -0.0  # a column of -0.0 sums to +0.0, as NumPy's sum starts there
+    (fused, _), (reference, _) = _both(lambda z, d: _hidden_delta(activation, z, d, xp=xp), z, delta)
+    assert spy == [DELTA_KERNELS[activation]] and reference[1] is None
     _assert_bitwise(fused[0], reference[0])
     _assert_bitwise(fused[1], np.sum(reference[0], axis=0))
 
 
-def test_a_one_unit_hidden_layer_sums_on_numpy(spy):
+@pytest.mark.parametrize("activation", sorted(DELTA_KERNELS))
+def test_a_one_unit_hidden_layer_sums_on_numpy(activation, spy):
     # NumPy sums one column pairwise, not row after row: that sum stays NumPy's.
     from anymlp.nn.network import _hidden_delta
 
-    z, delta = np.abs(np.random.default_rng(11).standard_normal((300, 1))), np.ones((300, 1))
+    z = _hidden_output(activation, np.random.default_rng(11), (300, 1), np.float64)
     with anymlp.config_context(kernels="numba"):
-        _, sums = _hidden_delta("relu", z, delta, xp=xp)
-    assert sums is None and "zero_where_zero_column_sums" not in spy
+        _, sums = _hidden_delta(activation, z, np.ones((300, 1)), xp=xp)
+    assert sums is None and DELTA_KERNELS[activation] not in spy
+
+
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hidden_layers_activate_in_place_as_the_reference(activation, dtype):
+    """On NumPy a hidden layer's activation writes over the product it is given, with the
+    same ufunc as ACTIVATIONS' (which returns a new array): the same bits."""
+    from anymlp.nn.activations import ACTIVATIONS
+
+    rng = np.random.default_rng(12)
+    z = (rng.standard_normal((40, 9)) * 20).astype(dtype)
+    z.flat[:4] = [np.inf, -np.inf, np.nan, -0.0]
+    b = rng.standard_normal(9).astype(dtype)
+    expected = ACTIVATIONS[activation](z + b, xp=xp)
+    with np.errstate(all="ignore"):
+        out = _add_bias_and_activate(z, b, activation, xp=xp)
+    assert out is z
+    _assert_bitwise(out, expected)
 
 
 def test_fused_path_needs_contiguous_writable_same_dtype_numpy():
@@ -740,11 +775,12 @@ def _step_parts(theta, X, Y, sample_weight, arch, alpha, lean):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("hidden", [(5,), (7, 3), (4, 6, 5)])
+@pytest.mark.parametrize("hidden", [(5,), (7, 3), (4, 6, 5), (1,), (6, 1, 4)])
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 @pytest.mark.parametrize("rows", [17, 1])
 @pytest.mark.parametrize("loss", ["log_loss", "squared_error", "binary_log_loss", "poisson"])
-def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, rows, loss):
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, rows, loss, activation):
     from anymlp.nn.network import Architecture, Layout
 
     rng = np.random.default_rng(len(hidden) + rows)
@@ -752,7 +788,7 @@ def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, ro
 
     Y = targets_for_loss(loss, rng, rows, dtype)
     layout = Layout((6, *hidden, Y.shape[1]))
-    arch = Architecture(layout, "relu", loss)
+    arch = Architecture(layout, activation, loss)
     theta = (rng.standard_normal(layout.n_params) * 0.8).astype(dtype)
     X = (rng.standard_normal((rows, 6)) * 2).astype(dtype)
     X[0, 1] = -0.0
@@ -770,15 +806,13 @@ def test_lean_numpy_step_is_the_general_step_to_the_bit(dtype, hidden, alpha, ro
     _assert_bitwise(lean_loss.value(xp=xp), loss.value(xp=xp))
 
 
-@pytest.mark.parametrize("case", ["tanh", "one-unit layer", "weights", "float64 X", "F-ordered Y",
-                                  "fewer label rows", "array_api"])
+@pytest.mark.parametrize("case", ["weights", "float64 X", "F-ordered Y", "fewer label rows", "array_api"])
 def test_lean_numpy_step_leaves_what_it_does_not_cover_to_the_general_step(case):
     from anymlp.nn.network import Architecture, Layout
 
     rng = np.random.default_rng(0)
-    hidden = (1,) if case == "one-unit layer" else (5,)
-    layout = Layout((4, *hidden, 3))
-    arch = Architecture(layout, "tanh" if case == "tanh" else "relu", "log_loss")
+    layout = Layout((4, 5, 3))
+    arch = Architecture(layout, "relu", "log_loss")
     theta = rng.standard_normal(layout.n_params).astype(np.float32)
     X = rng.standard_normal((9, 4)).astype(np.float64 if case == "float64 X" else np.float32)
     Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)]
@@ -808,7 +842,8 @@ def test_lean_numpy_step_leaves_what_it_does_not_cover_to_the_general_step(case)
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 @pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
-def test_a_fit_is_the_same_with_the_lean_step_or_without(solver, task, monkeypatch):
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic"])
+def test_a_fit_is_the_same_with_the_lean_step_or_without(solver, task, activation, monkeypatch):
     from anymlp.nn import network
 
     if task == "regression":
@@ -825,8 +860,8 @@ def test_a_fit_is_the_same_with_the_lean_step_or_without(solver, task, monkeypat
     for lean in (True, False):
         monkeypatch.setattr(network, "LEAN_STEPS", lean)
         with anymlp.config_context(kernels="numba"):
-            models.append(make(hidden_layer_sizes=(12, 7), solver=solver, batch_size=64, max_iter=4, tol=0,
-                               n_iter_no_change=99, random_state=0).fit(X, y))
+            models.append(make(hidden_layer_sizes=(12, 7), activation=activation, solver=solver, batch_size=64,
+                               max_iter=4, tol=0, n_iter_no_change=99, random_state=0).fit(X, y))
     assert len(steps) == 4 * 7  # 4 epochs of 7 batches (the last one short), all lean in the first fit
     for a, b in zip(models[0].coefs_ + models[0].intercepts_, models[1].coefs_ + models[1].intercepts_):
         _assert_bitwise(a, b)

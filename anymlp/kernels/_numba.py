@@ -10,8 +10,8 @@ scalars arrive already cast to the arrays' dtype, so float32 arrays are
 computed in float32, as NumPy computes them with Python scalars.
 
 Arrays are C-contiguous; the elementwise kernels take 1-D views (the caller
-flattens), the row-wise ones (bias + ReLU, softmax with the log loss, the ReLU
-derivative with its column sums) 2-D arrays. Column sums are NumPy's axis-0
+flattens), the row-wise ones (bias + ReLU, softmax with the log loss, the hidden
+layers' derivatives with their column sums) 2-D arrays. Column sums are NumPy's axis-0
 sums to the bit, but for the sign of a NaN where NaNs of both signs meet.
 
 At the end, :func:`swap_mxcsr_bits` reaches the x86-64 register that holds
@@ -288,6 +288,38 @@ def _zero_where_zero_column_sums(z, delta, sums):
             if z[i, j] == 0:
                 delta[i, j] = 0
             sums[j] += delta[i, j]
+
+
+def tanh_derivative_column_sums(z, delta):
+    """``delta * (1 - z**2)`` (the tanh derivative from the layer's output ``z``) in place on
+    (n, k) arrays, k >= 2, and the result's column sums, as ``zero_where_zero_column_sums``.
+    NumPy's ``z**2`` is ``z * z``."""
+    return _smooth_derivative_column_sums(z, delta, logistic=False)
+
+
+def logistic_derivative_column_sums(z, delta):
+    """``delta * z * (1 - z)`` (the logistic derivative; the products from the left, as NumPy
+    evaluates them) in place on (n, k) arrays, k >= 2, and the result's column sums."""
+    return _smooth_derivative_column_sums(z, delta, logistic=True)
+
+
+def _smooth_derivative_column_sums(z, delta, logistic):
+    sums = np.zeros(z.shape[1], z.dtype)
+    _derivative_column_sums(z, delta, sums, z.dtype.type(1), logistic)
+    return delta, sums
+
+
+@_jit
+def _derivative_column_sums(z, delta, sums, one, logistic):
+    n, k = z.shape
+    for i in range(n):
+        for j in range(k):  # (LLVM takes the branch out of the loop: logistic is the same throughout)
+            if logistic:
+                value = delta[i, j] * z[i, j] * (one - z[i, j])
+            else:
+                value = delta[i, j] * (one - z[i, j] * z[i, j])
+            delta[i, j] = value
+            sums[j] += value
 
 
 @_jit

@@ -10,13 +10,14 @@ through the ``@`` operator and ``.T``.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from anymlp._backend import fused_kernels_allowed, is_tensor, squared_norm
+from anymlp._backend import fused_kernels_allowed, is_tensor, numpy_expit, squared_norm
 from anymlp.kernels import affine_kernels_for, fused_for
 from anymlp.nn.activations import ACTIVATIONS, DERIVATIVES
 from anymlp.nn.losses import CANONICAL_OUTPUT, LossTerms, fused_log_loss_applies, loss_delta_and_column_sums
@@ -143,7 +144,14 @@ def _add_bias_and_activate(z, b, activation, *, xp):
             fused.add_bias_relu(z, b)
             return z
     z += b  # in place: saves a pass over the layer
+    in_place = _NUMPY_IN_PLACE.get(activation) if type(z) is np.ndarray else None
+    if in_place is not None:  # the same ufunc as ACTIVATIONS' on NumPy, without a new array
+        return in_place(z, out=z)
     return ACTIVATIONS[activation](z, xp=xp)
+
+
+# ACTIVATIONS' ufuncs on NumPy, for z that is the layer's own array.
+_NUMPY_IN_PLACE = {"tanh": np.tanh, "logistic": numpy_expit}
 
 
 class StepWorkspace:
@@ -211,11 +219,11 @@ LEAN_STEPS = True
 
 
 class _LeanStep:
-    """:func:`loss_and_grad`'s stochastic step written straight through, for ReLU hidden layers
-    of two units or more, no sample weights and a library's fused kernels (NumPy's numba
-    loops: :class:`_LeanNumpyStep`; torch's ops: :class:`_LeanTorchStep`), with any loss: the
-    softmax with the log loss through its fused kernel where that applies, the others
-    through :func:`~anymlp.nn.losses.loss_delta_and_column_sums`.
+    """:func:`loss_and_grad`'s stochastic step written straight through, for batches without
+    sample weights and a library's fused kernels (NumPy's numba loops:
+    :class:`_LeanNumpyStep`; torch's ops: :class:`_LeanTorchStep`), with any hidden
+    activation and loss: the softmax with the log loss through its fused kernel where that
+    applies, the others through :func:`~anymlp.nn.losses.loss_delta_and_column_sums`.
 
     The same operations in the same order as the general code, so the same results
     (tests/test_kernels.py, tests/test_torch_kernels.py compare them), without its
@@ -223,8 +231,10 @@ class _LeanStep:
     operations, and at MNIST's sizes, where the products flush the caches between them,
     those cost ~50 us a step (config C's step ~600 us); on a GPU at small batches a step
     lasts as long as the host takes to launch it. Everything here is decided once per
-    fit and theta. A subclass gives the forward pass and the L2 penalty, the two places
-    where the general code's NumPy and torch operations differ.
+    fit and theta, the hidden layers' delta functions too (:func:`_hidden_delta`'s choice,
+    by activation and width). A subclass gives the forward pass and the L2 penalty, the two
+    places where the general code's NumPy and torch operations differ, and ``prepare``s
+    what they need from theta once.
     """
 
     @classmethod
@@ -233,16 +243,17 @@ class _LeanStep:
         kernels = fused_for(theta)
         if kernels is None:  # (theta's library's kernels: lean_step chose the class by theta)
             return None
-        if not (arch.activation == "relu" and min(layout.units[1:-1], default=2) >= 2):
-            return None
         step = cls()
         step.lib = np if type(theta) is np.ndarray else sys.modules["torch"]
-        step.kernels, step.loss, step.layout = kernels, arch.loss, layout
+        step.kernels, step.loss, step.layout, step.activation, step.xp = kernels, arch.loss, layout, arch.activation, xp
+        derivative = functools.partial(_derivative_without_sums, DERIVATIVES[arch.activation], xp=xp)
+        step.hidden_deltas = [_delta_kernel(kernels, arch.activation, width) or derivative
+                              for width in layout.units[1:-1]]
         step.fused_loss = fused_log_loss_applies(kernels, arch.loss, layout.units[-1], theta.dtype)
         step.coefs, step.intercepts = workspace.views(theta, xp=xp)
         step.grad, (step.grad_coefs, step.grad_intercepts) = workspace.gradient_buffer(theta, step.lib, xp=xp)
         step.split = workspace.split
-        step.keep_weights(theta)
+        step.prepare(theta)
         return step
 
     def __call__(self, X, Y, alpha, xp):
@@ -262,8 +273,8 @@ class _LeanStep:
                 lib.sum(delta, 0, out=grad_intercepts[i])
             else:
                 grad_intercepts[i][...] = delta_sums
-            if i:
-                delta, delta_sums = self.kernels.zero_where_zero_column_sums(activations[i], delta @ coefs[i].T)
+            if i:  # _hidden_delta
+                delta, delta_sums = self.hidden_deltas[i - 1](activations[i], delta @ coefs[i].T)
         return loss, UnscaledGradient(self.grad, self.layout.n_coef, alpha, n, xp, self.split)
 
 
@@ -275,16 +286,21 @@ class _LeanNumpyStep(_LeanStep):
         return (type(X) is np.ndarray and type(Y) is np.ndarray and X.dtype == theta.dtype
                 and Y.dtype == theta.dtype and Y.flags.c_contiguous)
 
-    def keep_weights(self, theta):
+    def prepare(self, theta):
         self.weights = [theta[a:b] for a, b, _ in self.layout.coef_slices]
+        self.add_bias_relu = self.kernels.add_bias_relu if self.activation == "relu" else None
 
     def forward(self, X) -> list:
         """``[X, A_1, ..., Z]``: _forward_layers on NumPy, the output's pre-activation last."""
-        add_bias_relu, coefs, intercepts = self.kernels.add_bias_relu, self.coefs, self.intercepts
+        coefs, intercepts, activation, xp = self.coefs, self.intercepts, self.activation, self.xp
+        add_bias_relu = self.add_bias_relu
         activations, a, last = [X], X, len(coefs) - 1
         for i in range(last):  # _hidden_layer
             a = a @ coefs[i]
-            add_bias_relu(a, intercepts[i])
+            if add_bias_relu is not None:  # (what _add_bias_and_activate calls for ReLU)
+                add_bias_relu(a, intercepts[i])
+            else:
+                a = _add_bias_and_activate(a, intercepts[i], activation, xp=xp)
             activations.append(a)
         z = a @ coefs[last]  # _affine
         z += intercepts[last]
@@ -306,15 +322,17 @@ class _LeanTorchStep(_LeanStep):
                 and Y.dtype == dtype and X.device == device and Y.device == device and Y.is_contiguous()
                 and not (X.requires_grad or Y.requires_grad))
 
-    def keep_weights(self, theta):
+    def prepare(self, theta):
         self.weights = theta[: self.layout.n_coef]
+        self.activate = (self.kernels.relu_ if self.activation == "relu"  # (what _hidden_layer calls)
+                         else functools.partial(ACTIVATIONS[self.activation], xp=self.xp))
 
     def forward(self, X) -> list:
         """``[X, A_1, ..., Z]``: _forward_layers with torch's kernels (addmm, clamp_min_)."""
-        affine, relu_, coefs, intercepts = self.kernels.affine, self.kernels.relu_, self.coefs, self.intercepts
+        affine, activate, coefs, intercepts = self.kernels.affine, self.activate, self.coefs, self.intercepts
         activations, a, last = [X], X, len(coefs) - 1
         for i in range(last):  # _hidden_layer
-            a = relu_(affine(a, coefs[i], intercepts[i]))
+            a = activate(affine(a, coefs[i], intercepts[i]))
             activations.append(a)
         activations.append(affine(a, coefs[last], intercepts[last]))  # _affine
         return activations
@@ -381,15 +399,31 @@ def _backward(theta, coefs, activations, delta, delta_sums, arch: Architecture, 
 
 def _hidden_delta(activation, z, delta, *, xp):
     """A hidden layer's delta from its output ``z`` and ``delta @ W.T`` (overwritten), and the
-    delta's column sums where a kernel takes them in the same pass (NumPy, ReLU), else None.
-
-    Not for one column: NumPy sums a single column pairwise, not row after row.
-    """
-    if activation == "relu" and z.shape[1] >= 2:
-        fused = fused_for(delta, z)
-        if fused is not None and hasattr(fused, "zero_where_zero_column_sums"):
-            return fused.zero_where_zero_column_sums(z, delta)
+    delta's column sums where a kernel takes them in the same pass (NumPy), else None."""
+    kernel = _delta_kernel(fused_for(delta, z), activation, z.shape[1])
+    if kernel is not None:
+        return kernel(z, delta)
     return DERIVATIVES[activation](z, delta, xp=xp), None
+
+
+def _derivative_without_sums(derivative, z, delta, *, xp):
+    return derivative(z, delta, xp=xp), None
+
+
+# The kernels that give a hidden layer's delta and its column sums (the layer's bias gradient)
+# in one pass, by activation: a reduction less per hidden layer and step. (torch's relu one
+# leaves the sums to torch's reduction and says so with None.)
+_DELTA_KERNELS = {"relu": "zero_where_zero_column_sums", "tanh": "tanh_derivative_column_sums",
+                  "logistic": "logistic_derivative_column_sums"}
+
+
+def _delta_kernel(kernels, activation, width):
+    """``kernels``' ``f(z, delta) -> (delta, column sums or None)`` for a hidden layer of
+    ``width`` units, or None. Not for one column: NumPy sums a single column pairwise, not
+    row after row."""
+    if kernels is None or width < 2 or activation not in _DELTA_KERNELS:
+        return None
+    return getattr(kernels, _DELTA_KERNELS[activation], None)
 
 
 class _PackedGradient:
