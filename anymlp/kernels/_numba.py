@@ -292,14 +292,17 @@ def _zero_where_zero_column_sums(z, delta, sums):
 
 def tanh_derivative_column_sums(z, delta):
     """``delta * (1 - z**2)`` (the tanh derivative from the layer's output ``z``) in place on
-    (n, k) arrays, k >= 2, and the result's column sums, as ``zero_where_zero_column_sums``.
-    NumPy's ``z**2`` is ``z * z``."""
+    (n, k) arrays, and the result's column sums, as ``zero_where_zero_column_sums`` (k >= 2
+    for NumPy's order of the sums). NumPy's ``z**2`` is ``z * z``. Bitwise the reference but
+    for the sign of a NaN where a NaN z meets a NaN delta of the other sign (NumPy's own
+    loops disagree there between their vectorised part and the rest)."""
     return _smooth_derivative_column_sums(z, delta, logistic=False)
 
 
 def logistic_derivative_column_sums(z, delta):
     """``delta * z * (1 - z)`` (the logistic derivative; the products from the left, as NumPy
-    evaluates them) in place on (n, k) arrays, k >= 2, and the result's column sums."""
+    evaluates them) in place on (n, k) arrays, and the result's column sums; as
+    ``tanh_derivative_column_sums``."""
     return _smooth_derivative_column_sums(z, delta, logistic=True)
 
 
@@ -313,7 +316,7 @@ def _smooth_derivative_column_sums(z, delta, logistic):
 def _derivative_column_sums(z, delta, sums, one, logistic):
     n, k = z.shape
     for i in range(n):
-        for j in range(k):  # (LLVM takes the branch out of the loop: logistic is the same throughout)
+        for j in range(k):  # (a branch the same for every element: ~30 us at (256, 512) float32 either way)
             if logistic:
                 value = delta[i, j] * z[i, j] * (one - z[i, j])
             else:

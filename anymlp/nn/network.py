@@ -256,8 +256,8 @@ class _LeanStep:
         step.prepare(theta)
         return step
 
-    def __call__(self, X, Y, alpha, xp):
-        activations = self.forward(X)
+    def __call__(self, X, Y, alpha):
+        activations, xp = self.forward(X), self.xp
         z, n = activations.pop(), X.shape[0]
         if self.fused_loss:  # loss_delta_and_column_sums, its fused branch
             per_output, delta, delta_sums = self.kernels.softmax_log_loss(z, Y)
@@ -265,7 +265,7 @@ class _LeanStep:
         else:
             loss, delta, delta_sums = loss_delta_and_column_sums(self.loss, z, Y, None, n, xp=xp)
         if alpha:
-            loss = LossTerms(loss.per_output, loss.scale, n, self.penalties(xp), alpha)
+            loss = LossTerms(loss.per_output, loss.scale, n, self.penalties(), alpha)
         lib, coefs, grad_coefs, grad_intercepts = self.lib, self.coefs, self.grad_coefs, self.grad_intercepts
         for i in range(len(coefs) - 1, -1, -1):  # _backward, _PackedGradient.set_layer
             lib.matmul(activations[i].T, delta, out=grad_coefs[i])
@@ -288,26 +288,30 @@ class _LeanNumpyStep(_LeanStep):
 
     def prepare(self, theta):
         self.weights = [theta[a:b] for a, b, _ in self.layout.coef_slices]
-        self.add_bias_relu = self.kernels.add_bias_relu if self.activation == "relu" else None
+        relu = self.activation == "relu"  # _add_bias_and_activate's choices, made once
+        self.add_bias_relu = self.kernels.add_bias_relu if relu else None
+        self.activate_in_place = None if relu else _NUMPY_IN_PLACE.get(self.activation)  # (None: identity)
 
     def forward(self, X) -> list:
         """``[X, A_1, ..., Z]``: _forward_layers on NumPy, the output's pre-activation last."""
-        coefs, intercepts, activation, xp = self.coefs, self.intercepts, self.activation, self.xp
-        add_bias_relu = self.add_bias_relu
+        coefs, intercepts, add_bias_relu, activate_in_place = (self.coefs, self.intercepts, self.add_bias_relu,
+                                                               self.activate_in_place)
         activations, a, last = [X], X, len(coefs) - 1
-        for i in range(last):  # _hidden_layer
+        for i in range(last):  # _hidden_layer, _add_bias_and_activate
             a = a @ coefs[i]
-            if add_bias_relu is not None:  # (what _add_bias_and_activate calls for ReLU)
+            if add_bias_relu is not None:
                 add_bias_relu(a, intercepts[i])
             else:
-                a = _add_bias_and_activate(a, intercepts[i], activation, xp=xp)
+                a += intercepts[i]
+                if activate_in_place is not None:
+                    activate_in_place(a, out=a)
             activations.append(a)
         z = a @ coefs[last]  # _affine
         z += intercepts[last]
         activations.append(z)
         return activations
 
-    def penalties(self, xp) -> tuple:
+    def penalties(self) -> tuple:
         return tuple([np.dot(w, w) for w in self.weights])  # _weight_penalties: one per layer
 
 
@@ -337,8 +341,8 @@ class _LeanTorchStep(_LeanStep):
         activations.append(affine(a, coefs[last], intercepts[last]))  # _affine
         return activations
 
-    def penalties(self, xp) -> tuple:
-        return (squared_norm(self.weights, xp=xp),)  # _weight_penalties: one over all the weights
+    def penalties(self) -> tuple:
+        return (squared_norm(self.weights, xp=self.xp),)  # _weight_penalties: one over all the weights
 
 
 def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, *, xp, finish=True,
@@ -358,7 +362,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
         assert not finish, "a workspace's gradient buffer is rewritten by the next step"
         lean = workspace.lean_step(theta, X, Y, sample_weight, arch, xp=xp)
         if lean is not None:
-            return lean(X, Y, alpha, xp)
+            return lean(X, Y, alpha)
         coefs, intercepts = workspace.views(theta, xp=xp)
     else:
         coefs, intercepts = unpack(theta, arch.layout, xp=xp)
@@ -403,7 +407,7 @@ def _hidden_delta(activation, z, delta, *, xp):
     kernel = _delta_kernel(fused_for(delta, z), activation, z.shape[1])
     if kernel is not None:
         return kernel(z, delta)
-    return DERIVATIVES[activation](z, delta, xp=xp), None
+    return _derivative_without_sums(DERIVATIVES[activation], z, delta, xp=xp)
 
 
 def _derivative_without_sums(derivative, z, delta, *, xp):
