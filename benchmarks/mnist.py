@@ -19,6 +19,9 @@ What is measured (all reported per configuration and contender):
   are steadier than the ratio of medians. The targets are judged on the ratio of medians
   as before; the paired figure is printed beside it.
 - test accuracy on the 10000 test rows after the E epochs (median over repeats).
+- the round trip of a cache line between the first two CPUs, before and after each timed
+  fit (``core_latency.c``, where a C compiler is found): on a virtual machine the host
+  moves the vCPUs between core complexes, and two-thread training slows down with them.
 - peak memory: in a fresh subprocess per contender, after imports, data loading and a
   warm-up fit, the kernel's RSS high-water mark is reset (``/proc/self/clear_refs``) and one
   1-epoch fit on the training rows runs; reported is the peak RSS above the RSS just before
@@ -38,17 +41,21 @@ A table goes to stdout and everything (machine, command, raw timings) to a JSON 
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import json
 import os
 import platform
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -422,6 +429,40 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
+def core_round_trip_ns() -> float | None:
+    """How far apart the host has put this machine's first two CPUs just now: the round trip
+    of a cache line between them (``core_latency.c``), or None without a C compiler or a
+    second CPU.
+
+    On a 2-vCPU virtual machine it moves between ~50-150 ns (one core complex, a shared L3)
+    and ~300-700 ns (two) within seconds, and two-thread training, where each thread reads
+    what the other just wrote at every step, takes about twice as long in the second case
+    (benchmarks/README.md, round 15). Recorded before and after each timed fit.
+    """
+    binary = _core_latency_binary()
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if binary is None or len(cpus) < 2:
+        return None
+    try:
+        proc = subprocess.run([binary, str(cpus[0]), str(cpus[1]), "100000"], capture_output=True, text=True,
+                              timeout=30)
+        return float(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+@functools.cache
+def _core_latency_binary() -> str | None:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    folder = tempfile.mkdtemp(prefix="anymlp-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    binary = os.path.join(folder, "core_latency")
+    proc = subprocess.run([compiler, "-O2", "-pthread", "-o", binary, str(HERE / "core_latency.c")], capture_output=True)
+    return binary if proc.returncode == 0 else None
+
+
 def warm_up(contenders, cfg, data: DataCache, seed: int) -> None:
     """One small fit per contender, so one-time costs stay out of the timings.
 
@@ -446,15 +487,19 @@ def accuracy(model, X_test, y_test) -> float:
 def time_training(contenders, cfg, data: DataCache, repeats: int, epochs: int, seed: int) -> dict:
     """Raw per-repeat seconds per epoch and test accuracy for each contender."""
     warm_up(contenders, cfg, data, seed)
-    raw = {c.name: {"seconds_per_epoch": [], "test_accuracy": []} for c in contenders}
+    raw = {c.name: {"seconds_per_epoch": [], "test_accuracy": [], "core_round_trip_ns": []} for c in contenders}
     for r in range(repeats):
         for contender in rotated(contenders, r):
             Xtr, ytr, Xte = data.get(contender.data_kind, cfg.dtype)
             model = contender.make(cfg, epochs, seed + r)
+            before = core_round_trip_ns()
             _, seconds = timed(lambda: quiet_fit(model, Xtr, ytr))
+            after = core_round_trip_ns()
             raw[contender.name]["seconds_per_epoch"].append(seconds / epochs)
             raw[contender.name]["test_accuracy"].append(accuracy(model, Xte, data.y_test(cfg.dtype)))
-            print(f"  [{cfg.name} repeat {r + 1}/{repeats}] {contender.name}: {seconds / epochs:.3f} s/epoch", flush=True)
+            raw[contender.name]["core_round_trip_ns"].append([before, after])
+            cores = "" if before is None else f" (CPU round trip {before:.0f} / {after:.0f} ns before / after)"
+            print(f"  [{cfg.name} repeat {r + 1}/{repeats}] {contender.name}: {seconds / epochs:.3f} s/epoch{cores}", flush=True)
     return raw
 
 
