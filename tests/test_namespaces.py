@@ -262,6 +262,22 @@ def test_predict_on_another_namespace_converts_the_model(digits, monkeypatch):
     np.testing.assert_allclose(clf.predict_proba(X), 0.1)
 
 
+def test_a_predict_while_a_warm_fit_moves_the_model_to_another_library(digits):
+    """A warm fit on torch sets the model's backend, then moves theta: a predict in another
+    thread between the two steps must still compute on one library (it raised TypeError,
+    5 times in ~8000 predicts under a concurrent fit)."""
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    clf = _fit_quietly(MLPClassifier((10,), max_iter=3, random_state=0), X, y)
+    expected = clf.predict_proba(X)
+    numpy_theta = clf._theta
+    torch_clf = _fit_quietly(MLPClassifier((10,), max_iter=1, random_state=0), torch.asarray(X), torch.asarray(y))
+    clf._backend = torch_clf._backend  # half-way through the move: the backend is torch's, theta NumPy's
+    assert isinstance(clf._theta, np.ndarray) and clf._theta is numpy_theta
+    np.testing.assert_allclose(clf.predict_proba(torch.asarray(X)).numpy(), expected, rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(torch.asarray(X)).numpy(), expected.argmax(axis=1))
+
+
 @pytest.mark.gpu
 def test_cuda_device_string_trains_on_gpu(digits):
     from tests.conftest import _cuda_available

@@ -737,18 +737,23 @@ class BaseMLP(BaseEstimator):
 
         torch counts in-place changes (``_version``), so edits through torch
         ``coefs_`` views are seen; CuPy and others offer no such counter.
+
+        theta is read once, and brought to ``backend`` even where the model's backend is that
+        one already (a no-op): a warm fit on another library, in another thread, moves the
+        backend and then theta, and a predict between the two read theta in the old library.
         """
+        theta = self._theta
         if backend.name == self._backend.name and repr(backend.device) == repr(self._backend.device):
-            return self._theta
-        version = _version_of(self._theta)
+            return to_device(theta, backend)
+        version = _version_of(theta)
         if version is None:
             # No change counter (NumPy, CuPy, array_api_strict): a cached copy would miss
             # edits made in place through coefs_, so each predict converts afresh.
-            return to_device(self._theta, backend)
+            return to_device(theta, backend)
         key = (backend.name, repr(backend.device), version)
         cached = getattr(self, "_predict_cache", None)  # read once: another thread may replace it
         if cached is None or cached[0] != key:
-            cached = self._predict_cache = (key, to_device(self._theta, backend))
+            cached = self._predict_cache = (key, to_device(theta, backend))
         return cached[1]
 
     def _chunk_rows(self, dtype) -> int:
