@@ -511,7 +511,8 @@ def _torch_step(theta, X, Y, weights, arch, alpha, lean):
 @pytest.mark.parametrize("alpha", [0.0, 1e-3])
 @pytest.mark.parametrize("loss", ["log_loss", "squared_error", "binary_log_loss", "poisson"])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
-def test_lean_torch_step_is_the_general_torch_step(dtype, hidden, alpha, loss, activation):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_lean_torch_step_is_the_general_torch_step(dtype, hidden, alpha, loss, activation, weighted):
     """The same torch operations in the same order: equal results (torch's CPU kernels are
     deterministic), loss parts and gradient alike."""
     from anymlp.nn.network import Architecture, Layout
@@ -524,19 +525,23 @@ def test_lean_torch_step_is_the_general_torch_step(dtype, hidden, alpha, loss, a
     arch = Architecture(layout, activation, loss)
     theta = torch.tensor((rng.standard_normal(layout.n_params) * 0.8).astype(dtype))
     X = torch.tensor((rng.standard_normal((17, 6)) * 2).astype(dtype))
-    lean_loss, lean_raw, lean_ran = _torch_step(theta, X, Y, None, arch, alpha, lean=True)
-    loss_terms, raw, ran = _torch_step(theta, X, Y, None, arch, alpha, lean=False)
+    weights = torch.tensor(rng.uniform(0, 3, 17).astype(dtype)) if weighted else None
+    lean_loss, lean_raw, lean_ran = _torch_step(theta, X, Y, weights, arch, alpha, lean=True)
+    loss_terms, raw, ran = _torch_step(theta, X, Y, weights, arch, alpha, lean=False)
     assert lean_ran and not ran
     torch.testing.assert_close(lean_raw, raw, rtol=0, atol=0)
     torch.testing.assert_close(lean_loss.per_output, loss_terms.per_output, rtol=0, atol=0, equal_nan=True)
     assert len(lean_loss.penalties) == len(loss_terms.penalties) == (1 if alpha else 0)
     for a, b in zip(lean_loss.penalties, loss_terms.penalties):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert (lean_loss.scale, lean_loss.sw_sum, lean_loss.alpha) == (loss_terms.scale, loss_terms.sw_sum,
-                                                                     loss_terms.alpha)
+    assert (lean_loss.scale, lean_loss.alpha) == (loss_terms.scale, loss_terms.alpha)
+    if weighted:  # a 0-d tensor, the weights' sum
+        torch.testing.assert_close(lean_loss.sw_sum, loss_terms.sw_sum, rtol=0, atol=0)
+    else:
+        assert lean_loss.sw_sum == loss_terms.sw_sum == 17
 
 
-@pytest.mark.parametrize("case", ["X requires grad", "float64 X", "strided Y", "weights", "array_api"])
+@pytest.mark.parametrize("case", ["X requires grad", "float64 X", "strided Y", "array_api"])
 def test_lean_torch_step_leaves_what_it_does_not_cover_to_the_general_step(case):
     from anymlp.nn import network
     from anymlp.nn.network import Architecture, Layout
@@ -550,7 +555,7 @@ def test_lean_torch_step_leaves_what_it_does_not_cover_to_the_general_step(case)
     Y = torch.tensor(np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)])
     if case == "strided Y":
         Y = torch.tensor(np.eye(3, dtype=np.float32)[rng.integers(0, 3, 9)].T.copy()).T
-    weights = torch.rand(9) if case == "weights" else None
+    weights = None
     kernels = "array_api" if case == "array_api" else "auto"
     workspace = network.StepWorkspace(layout)
     with anymlp.config_context(kernels=kernels):

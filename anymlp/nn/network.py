@@ -176,8 +176,9 @@ class StepWorkspace:
         """The straight-line step for this batch (:class:`_LeanNumpyStep`,
         :class:`_LeanTorchStep`), or None where the general code must run. Decided once for
         theta and the network; the batch's own arrays and the kernels setting are checked
-        at every step."""
-        if not (sample_weight is None and LEAN_STEPS and Y.shape == (X.shape[0], self.layout.units[-1])):
+        at every step. Sample weights go where the general code puts them (the loss and the
+        weight sum), so they need no check here."""
+        if not (LEAN_STEPS and Y.shape == (X.shape[0], self.layout.units[-1])):
             return None
         lean = _LeanNumpyStep if type(theta) is np.ndarray else _LeanTorchStep if is_tensor(theta) else None
         if lean is None or not lean.takes(theta, X, Y):
@@ -219,11 +220,11 @@ LEAN_STEPS = True
 
 
 class _LeanStep:
-    """:func:`loss_and_grad`'s stochastic step written straight through, for batches without
-    sample weights and a library's fused kernels (NumPy's numba loops:
-    :class:`_LeanNumpyStep`; torch's ops: :class:`_LeanTorchStep`), with any hidden
-    activation and loss: the softmax with the log loss through its fused kernel where that
-    applies, the others through :func:`~anymlp.nn.losses.loss_delta_and_column_sums`.
+    """:func:`loss_and_grad`'s stochastic step written straight through, for a library's fused
+    kernels (NumPy's numba loops: :class:`_LeanNumpyStep`; torch's ops:
+    :class:`_LeanTorchStep`), with any hidden activation, loss and sample weights: the
+    softmax with the log loss through its fused kernel where that applies (unweighted
+    batches), the others through :func:`~anymlp.nn.losses.loss_delta_and_column_sums`.
 
     The same operations in the same order as the general code, so the same results
     (tests/test_kernels.py, tests/test_torch_kernels.py compare them), without its
@@ -256,16 +257,17 @@ class _LeanStep:
         step.prepare(theta)
         return step
 
-    def __call__(self, X, Y, alpha):
+    def __call__(self, X, Y, alpha, sample_weight=None):
         activations, xp = self.forward(X), self.xp
         z, n = activations.pop(), X.shape[0]
-        if self.fused_loss:  # loss_delta_and_column_sums, its fused branch
+        sw_sum = n if sample_weight is None else xp.sum(sample_weight)
+        if self.fused_loss and sample_weight is None:  # loss_delta_and_column_sums, its fused branch
             per_output, delta, delta_sums = self.kernels.softmax_log_loss(z, Y)
             loss = LossTerms(per_output, -1.0, n)
         else:
-            loss, delta, delta_sums = loss_delta_and_column_sums(self.loss, z, Y, None, n, xp=xp)
+            loss, delta, delta_sums = loss_delta_and_column_sums(self.loss, z, Y, sample_weight, sw_sum, xp=xp)
         if alpha:
-            loss = LossTerms(loss.per_output, loss.scale, n, self.penalties(), alpha)
+            loss = LossTerms(loss.per_output, loss.scale, sw_sum, self.penalties(), alpha)
         lib, coefs, grad_coefs, grad_intercepts = self.lib, self.coefs, self.grad_coefs, self.grad_intercepts
         for i in range(len(coefs) - 1, -1, -1):  # _backward, _PackedGradient.set_layer
             lib.matmul(activations[i].T, delta, out=grad_coefs[i])
@@ -275,7 +277,7 @@ class _LeanStep:
                 grad_intercepts[i][...] = delta_sums
             if i:  # _hidden_delta
                 delta, delta_sums = self.hidden_deltas[i - 1](activations[i], delta @ coefs[i].T)
-        return loss, UnscaledGradient(self.grad, self.layout.n_coef, alpha, n, xp, self.split)
+        return loss, UnscaledGradient(self.grad, self.layout.n_coef, alpha, sw_sum, xp, self.split)
 
 
 class _LeanNumpyStep(_LeanStep):
@@ -362,7 +364,7 @@ def loss_and_grad(theta, X, Y, sample_weight, arch: Architecture, alpha: float, 
         assert not finish, "a workspace's gradient buffer is rewritten by the next step"
         lean = workspace.lean_step(theta, X, Y, sample_weight, arch, xp=xp)
         if lean is not None:
-            return lean(X, Y, alpha)
+            return lean(X, Y, alpha, sample_weight)
         coefs, intercepts = workspace.views(theta, xp=xp)
     else:
         coefs, intercepts = unpack(theta, arch.layout, xp=xp)
