@@ -473,7 +473,11 @@ def _core_latency_binary() -> str | None:
     folder = tempfile.mkdtemp(prefix="anymlp-bench-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     binary = os.path.join(folder, "core_latency")
-    proc = subprocess.run([compiler, "-O2", "-pthread", "-o", binary, str(HERE / "core_latency.c")], capture_output=True)
+    try:
+        proc = subprocess.run([compiler, "-O2", "-pthread", "-o", binary, str(HERE / "core_latency.c")],
+                              capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     return binary if proc.returncode == 0 else None
 
 
