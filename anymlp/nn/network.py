@@ -143,15 +143,32 @@ def _add_bias_and_activate(z, b, activation, *, xp):
         if fused is not None and hasattr(fused, "add_bias_relu"):  # NumPy: one numba pass
             fused.add_bias_relu(z, b)
             return z
+    in_place = _NUMPY_BIAS_AND_ACTIVATION.get(activation) if type(z) is np.ndarray else None
+    if in_place is not None:
+        in_place(z, b)
+        return z
     z += b  # in place: saves a pass over the layer
-    in_place = _NUMPY_IN_PLACE.get(activation) if type(z) is np.ndarray else None
-    if in_place is not None:  # the same ufunc as ACTIVATIONS' on NumPy, without a new array
-        return in_place(z, out=z)
     return ACTIVATIONS[activation](z, xp=xp)
 
 
-# ACTIVATIONS' ufuncs on NumPy, for z that is the layer's own array.
-_NUMPY_IN_PLACE = {"tanh": np.tanh, "logistic": numpy_expit}
+# On NumPy, ``z = activation(z + b)`` written over z (the layer's own array) with the same
+# ufuncs as ACTIVATIONS', which return a new array: for _add_bias_and_activate, and taken
+# once per fit by the lean step.
+def _add_bias(z, b):
+    z += b
+
+
+def _add_bias_tanh(z, b):
+    z += b
+    np.tanh(z, out=z)
+
+
+def _add_bias_logistic(z, b):
+    z += b
+    numpy_expit(z, out=z)
+
+
+_NUMPY_BIAS_AND_ACTIVATION = {"identity": _add_bias, "tanh": _add_bias_tanh, "logistic": _add_bias_logistic}
 
 
 class StepWorkspace:
@@ -290,23 +307,16 @@ class _LeanNumpyStep(_LeanStep):
 
     def prepare(self, theta):
         self.weights = [theta[a:b] for a, b, _ in self.layout.coef_slices]
-        relu = self.activation == "relu"  # _add_bias_and_activate's choices, made once
-        self.add_bias_relu = self.kernels.add_bias_relu if relu else None
-        self.activate_in_place = None if relu else _NUMPY_IN_PLACE.get(self.activation)  # (None: identity)
+        self.activate = (self.kernels.add_bias_relu if self.activation == "relu"  # (_add_bias_and_activate's choice)
+                         else _NUMPY_BIAS_AND_ACTIVATION[self.activation])
 
     def forward(self, X) -> list:
         """``[X, A_1, ..., Z]``: _forward_layers on NumPy, the output's pre-activation last."""
-        coefs, intercepts, add_bias_relu, activate_in_place = (self.coefs, self.intercepts, self.add_bias_relu,
-                                                               self.activate_in_place)
+        activate, coefs, intercepts = self.activate, self.coefs, self.intercepts
         activations, a, last = [X], X, len(coefs) - 1
-        for i in range(last):  # _hidden_layer, _add_bias_and_activate
+        for i in range(last):  # _hidden_layer
             a = a @ coefs[i]
-            if add_bias_relu is not None:
-                add_bias_relu(a, intercepts[i])
-            else:
-                a += intercepts[i]
-                if activate_in_place is not None:
-                    activate_in_place(a, out=a)
+            activate(a, intercepts[i])  # in place
             activations.append(a)
         z = a @ coefs[last]  # _affine
         z += intercepts[last]
