@@ -439,6 +439,7 @@ def core_round_trip_ns() -> float | None:
     what the other just wrote at every step, takes about twice as long in the second case
     (benchmarks/README.md, round 15). Recorded before and after each timed fit.
     """
+    global _CORE_PROBE_GAVE_UP
     binary = _core_latency_binary()
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if binary is None or len(cpus) < 2 or _CORE_PROBE_GAVE_UP:
@@ -450,19 +451,14 @@ def core_round_trip_ns() -> float | None:
                               timeout=5)
         return float(proc.stdout) if proc.returncode == 0 else None
     except subprocess.TimeoutExpired:
-        _give_up_core_probe()
+        _CORE_PROBE_GAVE_UP = True
+        print("  (CPU round-trip probe too slow here: no longer measured)", file=sys.stderr)
         return None
     except (OSError, ValueError):
         return None
 
 
 _CORE_PROBE_GAVE_UP = False
-
-
-def _give_up_core_probe() -> None:
-    global _CORE_PROBE_GAVE_UP
-    _CORE_PROBE_GAVE_UP = True
-    print("  (CPU round-trip probe too slow here: no longer measured)", file=sys.stderr)
 
 
 @functools.cache
@@ -516,7 +512,8 @@ def time_training(contenders, cfg, data: DataCache, repeats: int, epochs: int, s
             raw[contender.name]["seconds_per_epoch"].append(seconds / epochs)
             raw[contender.name]["test_accuracy"].append(accuracy(model, Xte, data.y_test(cfg.dtype)))
             raw[contender.name]["core_round_trip_ns"].append([before, after])
-            cores = "" if before is None else f" (CPU round trip {before:.0f} / {after:.0f} ns before / after)"
+            cores = "" if before is None and after is None else (
+                f" (CPU round trip {fmt(before, '.0f')} / {fmt(after, '.0f')} ns before / after)")
             print(f"  [{cfg.name} repeat {r + 1}/{repeats}] {contender.name}: {seconds / epochs:.3f} s/epoch{cores}", flush=True)
     return raw
 
